@@ -1,0 +1,1 @@
+"""Firestore access: one client factory, the emulator manager, repositories and the progress writer."""

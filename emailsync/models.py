@@ -1,0 +1,225 @@
+"""Pydantic models for every Firestore document in DESIGN.md.
+
+Python attributes are snake_case; the stored field names are the camelCase names of DESIGN.md
+(`model.to_firestore()` / `Model.from_firestore(data)`). `SyncProgress` is the frontend contract
+and keeps exactly the names in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+
+class FirestoreModel(BaseModel):
+    """Base: camelCase in Firestore, snake_case in Python, unknown stored fields kept."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    def to_firestore(self, *, exclude_none: bool = False) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=exclude_none, mode="python")
+
+    @classmethod
+    def from_firestore(cls, data: dict[str, Any] | None) -> Self:
+        return cls.model_validate(data or {})
+
+
+# ---------------------------------------------------------------------------------------- users
+
+
+class AppUser(FirestoreModel):
+    """`appUsers/{appUserId}`."""
+
+    email: str
+    family_id: str | None = None
+    admin: bool = False
+
+
+class Family(FirestoreModel):
+    """`families/{familyId}`."""
+
+    member_ids: list[str] = Field(default_factory=list)
+
+
+class GmailService(FirestoreModel):
+    active: bool = False
+    connected_at: datetime | None = None
+
+
+class ProviderServices(FirestoreModel):
+    gmail: GmailService = Field(default_factory=GmailService)
+
+
+class ProviderUser(FirestoreModel):
+    """`providerUsers/{providerUserId}`: one connected Google account of an app user."""
+
+    app_user_id: str
+    family_id: str | None = None
+    provider: Literal["google"] = "google"
+    email: str
+    services: ProviderServices = Field(default_factory=ProviderServices)
+
+    @property
+    def gmail_active(self) -> bool:
+        return bool(self.services.gmail.active)
+
+
+class ProviderCredentials(FirestoreModel):
+    """`providerCredentials/{providerUserId}`: google-auth authorized-user shape. Never logged."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    token: str = Field(repr=False)
+    refresh_token: str | None = Field(default=None, repr=False)
+    token_uri: str | None = "https://oauth2.googleapis.com/token"
+    client_id: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
+    scopes: list[str] = Field(default_factory=lambda: ["https://www.googleapis.com/auth/gmail.readonly"])
+    expiry: datetime | None = None
+
+    def __str__(self) -> str:  # tokens must never reach a log line
+        return f"ProviderCredentials(client_id={self.client_id!r}, scopes={self.scopes!r})"
+
+
+# ---------------------------------------------------------------------------------------- emails
+
+
+class EnrichmentInfo(FirestoreModel):
+    model: str
+
+
+class EmailRecord(FirestoreModel):
+    """`providerUsers/{providerUserId}/emails/{gmailMessageId}` (document id = Gmail message id)."""
+
+    message_id: str
+    thread_id: str | None = None
+    app_user_id: str
+    family_id: str | None = None
+    subject: str = ""
+    sender: str = Field(default="", alias="from")
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    date: datetime | None = None
+    internal_date: int | None = None  # epoch milliseconds, as Gmail reports it
+    label_ids: list[str] = Field(default_factory=list)
+    snippet: str = ""
+    body_text: str = ""
+    truncated: bool = False
+    parse_errors: list[str] = Field(default_factory=list)
+    raw_headers: str | None = None  # kept when the message could not be parsed cleanly
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    summary: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    embedding: list[float] | None = None  # stored as a Firestore Vector by the repository
+    enrichment: EnrichmentInfo | None = None
+    synced_at: datetime | None = None
+
+    @property
+    def enriched(self) -> bool:
+        return self.enrichment is not None and self.embedding is not None
+
+
+# ---------------------------------------------------------------------------------------- progress
+
+
+class SyncStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SyncStatus.COMPLETED, SyncStatus.FAILED)
+
+
+class SyncTrigger(StrEnum):
+    CONNECT = "connect"
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+
+
+class SyncMode(StrEnum):
+    BACKFILL = "backfill"
+    INCREMENTAL = "incremental"
+
+
+class SyncWindow(FirestoreModel):
+    start: datetime
+    end: datetime
+
+
+class SyncDetails(FirestoreModel):
+    """`syncProgress.details`: open map; these keys are always understood by the frontend."""
+
+    trigger: SyncTrigger = SyncTrigger.MANUAL
+    mode: SyncMode | None = None
+    emails_processed: int = 0
+    emails_total_estimate: int | None = None
+    batches: int = 0
+    current_window: SyncWindow | None = None
+    flow_run_id: str | None = None
+
+
+class SyncProgress(BaseModel):
+    """`syncProgress/{syncId}`, exactly the schema of DESIGN.md (field names are the stored names)."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    COLLECTION: ClassVar[str] = "syncProgress"
+
+    syncId: str
+    appUserId: str
+    familyId: str | None = None
+    providerUserId: str
+    type: Literal["email"] = "email"
+    status: SyncStatus = SyncStatus.PENDING
+    progress: int = Field(default=0, ge=0, le=100)
+    error: str | None = None
+    startedAt: datetime
+    updatedAt: datetime
+    details: SyncDetails = Field(default_factory=SyncDetails)
+
+    def to_firestore(self) -> dict[str, Any]:
+        data = self.model_dump(mode="python")
+        data["status"] = self.status.value
+        data["details"] = self.details.to_firestore()
+        return data
+
+    @classmethod
+    def from_firestore(cls, data: dict[str, Any]) -> SyncProgress:
+        return cls.model_validate(data)
+
+
+# ---------------------------------------------------------------------------------------- sync state
+
+
+class BackfillCursor(FirestoreModel):
+    """Where a backfill resumes: the week window being walked and the next page in it."""
+
+    window_start: datetime
+    window_end: datetime
+    page_token: str | None = None
+    emails_processed: int = 0
+    batches: int = 0
+
+
+class SyncState(FirestoreModel):
+    """`syncState/{providerUserId}`: lease + checkpoint + cursors. No client reads it."""
+
+    active_sync_id: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    backfill_cursor: BackfillCursor | None = None
+    backfill_completed: bool = False
+    last_history_id: str | None = None
+    last_synced_at: datetime | None = None
+
+    @field_validator("last_history_id", mode="before")
+    @classmethod
+    def _history_id_as_str(cls, value: Any) -> Any:
+        return str(value) if value is not None else None

@@ -1,0 +1,7 @@
+"""Shared test setup. Fixtures live in tests/fixtures/, one module per real component."""
+
+pytest_plugins = [
+    "tests.fixtures.firestore",
+    "tests.fixtures.gmail",
+    "tests.fixtures.prefect",
+]
