@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-unit test-integration test-browser bench lint fmt clean web
+.PHONY: setup demo test test-unit test-integration test-browser bench lint fmt clean web browser-deps
 
 setup: $(STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 demo: setup web
 	$(VENV)/bin/emailsync demo
 
-test: setup web
+test: setup web browser-deps
 	$(PY) -m pytest -q -ra
 
 test-unit: setup
@@ -31,6 +31,9 @@ test-unit: setup
 
 test-integration: setup
 	$(PY) -m pytest -q tests/integration
+
+test-browser: setup web browser-deps
+	$(PY) -m pytest -q -ra -m browser tests/integration
 
 bench: setup
 	$(PY) -m bench.run
@@ -45,6 +48,14 @@ fmt: setup
 
 web:
 	@if [ -f web/package.json ]; then $(MAKE) -C web build; fi
+
+# The browser tests drive Debian's chromium (Playwright's own browser downloads are not reachable).
+# Installed once; without it (no root, no apt) the browser tests skip, or fail under CI.
+CHROMIUM ?= /usr/bin/chromium
+browser-deps:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium fonts-dejavu-core >/dev/null; } || echo "warning: chromium could not be installed"; }
 
 clean:
 	rm -rf $(VENV) web/node_modules web/dist .pytest_cache

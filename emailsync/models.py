@@ -71,7 +71,10 @@ class ProviderUser(FirestoreModel):
 class ProviderCredentials(FirestoreModel):
     """`providerCredentials/{providerUserId}`: google-auth authorized-user shape. Never logged."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    # hide_input_in_errors: a ValidationError would otherwise print the whole stored dict (tokens).
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", hide_input_in_errors=True
+    )
 
     token: str = Field(repr=False)
     refresh_token: str | None = Field(default=None, repr=False)
@@ -206,6 +209,8 @@ class BackfillCursor(FirestoreModel):
     page_token: str | None = None
     emails_processed: int = 0
     batches: int = 0
+    # Profile historyId when the backfill began: a resumed backfill still hands it to the incremental sync.
+    start_history_id: str | None = None
 
 
 class SyncState(FirestoreModel):

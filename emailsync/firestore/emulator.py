@@ -70,7 +70,8 @@ class FirestoreEmulator:
         if not java:
             raise EmulatorNotFoundError("java (17+) is needed for the Firestore emulator")
         jar = find_emulator_jar()
-        self._log_file = tempfile.NamedTemporaryFile(prefix="firestore-emulator-", suffix=".log")
+        # Lives as long as the emulator process; closed (and deleted) by stop().
+        self._log_file = tempfile.NamedTemporaryFile(prefix="firestore-emulator-", suffix=".log")  # noqa: SIM115
         self._process = subprocess.Popen(
             [java, "-cp", str(jar), MAIN_CLASS, "start", "--host=127.0.0.1", f"--port={self.port}"],
             stdout=self._log_file,
@@ -90,7 +91,11 @@ class FirestoreEmulator:
             self.stop()
             raise TimeoutError(f"Firestore emulator not ready after {timeout}s:\n{self.log_tail()}")
         if self.rules_path:
-            self.load_rules(self.rules_path)
+            try:
+                self.load_rules(self.rules_path)
+            except BaseException:  # e.g. a syntax error in the rules: never leave the JVM behind
+                self.stop()
+                raise
         return self
 
     def stop(self) -> None:
@@ -127,8 +132,14 @@ class FirestoreEmulator:
     # ----------------------------------------------------------------------------- admin calls
 
     def load_rules(self, rules: Path | str, project: str = "omnibutler-local") -> None:
-        """Load security rules (a path or the rules text). The emulator applies them to every project."""
-        text = Path(rules).read_text() if isinstance(rules, Path) or Path(str(rules)).is_file() else str(rules)
+        """Load security rules (a path or the rules text) for `project`.
+
+        Rules are per project: a project the emulator never got rules for is wide open, so load them
+        for every project whose rules matter (`start()` loads `rules_path` for "omnibutler-local").
+        """
+        # Rules text always spans lines; a path never does (and a long text is no valid file name).
+        is_path = isinstance(rules, Path) or ("\n" not in rules and Path(rules).is_file())
+        text = Path(rules).read_text() if is_path else str(rules)
         body = {"rules": {"files": [{"name": "firestore.rules", "content": text}]}}
         response = self._session.put(
             f"{self.base_url}/emulator/v1/projects/{project}:securityRules", json=body, timeout=10

@@ -1,0 +1,433 @@
+"""The Gmail-connect watcher: a Firestore listener that starts a sync when a user connects Gmail.
+
+It listens to the query `providerUsers where services.gmail.active == true`, so Firestore itself
+classifies every event: ADDED = a connect (active turned true), REMOVED = a disconnect, MODIFIED =
+an unrelated update of a connected user (never a sync). Per-user state (the `connectedAt` last
+handled) drops re-delivered events, so one connect starts exactly one sync.
+
+For each connect it FIRST writes the `pending` syncProgress document (the web app shows it at
+once), THEN starts a flow run: of the `email-sync/email-sync` deployment when a Prefect API is
+configured (`PREFECT_API_URL`), else of the flow itself, in-process on a bounded worker pool. The
+listener thread only decides and hands off; it never waits for Prefect or for a sync.
+
+The first snapshot after (re)subscribing lists every active user: that is the restart catch-up.
+Users without a completed backfill and without a live sync are synced; the others are skipped.
+A watch that the client library closes on a stream error is detected and re-subscribed with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.watch import Watch
+from pydantic import BaseModel
+
+from emailsync.config import get_settings
+from emailsync.firestore.client import get_firestore_client
+from emailsync.firestore.progress import ProgressWriter
+from emailsync.firestore.repositories import SyncStateRepository
+from emailsync.models import ProviderUser, SyncProgress, SyncStatus, SyncTrigger
+from emailsync.sync.ids import new_sync_id
+
+logger = logging.getLogger("emailsync.watcher")
+
+EMAIL_SYNC_DEPLOYMENT = "email-sync/email-sync"
+
+
+class SyncRequest(BaseModel):
+    """What the watcher hands to a launcher: one sync of one provider user, its progress doc exists."""
+
+    provider_user_id: str
+    sync_id: str
+    trigger: SyncTrigger = SyncTrigger.CONNECT
+
+
+class WatcherDecision(BaseModel):
+    """One logged decision (kept in memory too, so tests and the demo can inspect what happened)."""
+
+    provider_user_id: str
+    action: str  # "started" | "skipped" | "disconnected"
+    reason: str
+    sync_id: str | None = None
+    at: datetime
+
+
+class SyncLauncher(Protocol):
+    """Starts a flow run for a request without blocking the caller."""
+
+    def launch(self, request: SyncRequest) -> None: ...
+
+    def shutdown(self, wait: bool) -> None: ...
+
+
+class DeploymentLauncher:
+    """Creates a flow run of the `email-sync` deployment; a Prefect worker picks it up.
+
+    `run_deployment(..., timeout=0)` returns as soon as the run is scheduled, but it is still an
+    HTTP round trip to the Prefect API, so it runs on a small pool, off the listener thread.
+    """
+
+    def __init__(
+        self, deployment_name: str = EMAIL_SYNC_DEPLOYMENT, max_workers: int = 2, api_url: str | None = None
+    ) -> None:
+        self.deployment_name = deployment_name
+        # None = the process's Prefect settings (PREFECT_API_URL); explicit for tests and benchmarks.
+        self.api_url = api_url
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="watcher-deploy")
+
+    def launch(self, request: SyncRequest) -> None:
+        self._pool.submit(self._run, request)
+
+    def _run(self, request: SyncRequest) -> None:
+        from prefect.deployments import run_deployment
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        settings = temporary_settings(updates={PREFECT_API_URL: self.api_url}) if self.api_url else None
+        try:
+            with settings or contextlib.nullcontext():
+                flow_run = run_deployment(
+                    self.deployment_name,
+                    parameters={
+                        "provider_user_id": request.provider_user_id,
+                        "trigger": request.trigger.value,
+                        "sync_id": request.sync_id,
+                    },
+                    timeout=0,
+                    as_subflow=False,
+                    tags=["emailsync", f"trigger:{request.trigger.value}"],
+                )
+            logger.info(
+                "flow run %s of %s scheduled for %s (sync %s)",
+                flow_run.id,
+                self.deployment_name,
+                request.provider_user_id,
+                request.sync_id,
+            )
+        except Exception as exc:
+            logger.exception("could not start %s for %s", self.deployment_name, request.provider_user_id)
+            _fail_progress(request.sync_id, f"could not start the sync: {exc}")
+
+    def shutdown(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+
+class InProcessLauncher:
+    """Runs the `email_sync` flow in this process on a bounded thread pool (no Prefect server needed;
+    Prefect then starts its temporary local API on first use)."""
+
+    def __init__(self, max_workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="watcher-sync")
+        self._futures: set[Future[Any]] = set()
+        self._lock = threading.Lock()
+        # Flows run with the Prefect settings of whoever built the launcher (e.g. a temporary API set
+        # with `temporary_settings`); pool threads would otherwise start with an empty context.
+        self._context = contextvars.copy_context()
+
+    def launch(self, request: SyncRequest) -> None:
+        future = self._pool.submit(self._context.copy().run, self._run, request)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    @staticmethod
+    def _run(request: SyncRequest) -> None:
+        from flows.email_sync import email_sync
+
+        try:
+            summary = email_sync(
+                request.provider_user_id, trigger=request.trigger.value, sync_id=request.sync_id
+            )
+            logger.info("sync %s of %s finished: %s", request.sync_id, request.provider_user_id, summary)
+        except Exception:
+            # The flow records its own failure in syncProgress; this line is for the operator.
+            logger.exception("sync %s of %s failed", request.sync_id, request.provider_user_id)
+
+    def running(self) -> int:
+        with self._lock:
+            return len(self._futures)
+
+    def shutdown(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+
+def default_launcher() -> SyncLauncher:
+    """The deployment when a Prefect API is configured, else the flow in-process."""
+    if get_settings().prefect_api_url:
+        return DeploymentLauncher()
+    return InProcessLauncher()
+
+
+def _fail_progress(sync_id: str, error: str) -> None:
+    with contextlib.suppress(Exception):
+        ProgressWriter().fail(sync_id, error)
+
+
+class GmailConnectWatcher:
+    """`emailsync watch`: start(), then stop() for a clean shutdown (also a context manager)."""
+
+    def __init__(
+        self,
+        client: firestore.Client | None = None,
+        *,
+        launcher: SyncLauncher | None = None,
+        progress_writer: ProgressWriter | None = None,
+        resubscribe_initial_delay: float = 0.5,
+        resubscribe_max_delay: float = 30.0,
+        health_check_interval: float = 0.5,
+        stale_pending_after: timedelta | None = None,
+        on_decision: Callable[[WatcherDecision], None] | None = None,
+    ) -> None:
+        self.client = client or get_firestore_client()
+        self.launcher = launcher or default_launcher()
+        self.progress = progress_writer or ProgressWriter(self.client)
+        self.sync_state = SyncStateRepository(self.client)
+        self.resubscribe_initial_delay = resubscribe_initial_delay
+        self.resubscribe_max_delay = resubscribe_max_delay
+        self.health_check_interval = health_check_interval
+        # A pending doc with no flow behind it (we crashed between the two steps) is resumed after this.
+        self.stale_pending_after = stale_pending_after or timedelta(
+            seconds=get_settings().lease_timeout_seconds
+        )
+        self.on_decision = on_decision
+
+        self.decisions: list[WatcherDecision] = []
+        self.subscriptions = 0  # how many times we subscribed (1 + re-subscriptions)
+        self._handled: dict[str, str] = {}  # provider user id -> connect key last handled
+        self._first_snapshot_pending = False
+        self._ever_subscribed = False
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._callback_failed = threading.Event()
+        self._watch: Watch | None = None
+        self._supervisor: threading.Thread | None = None
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def start(self, wait_ready: float | None = 30.0) -> GmailConnectWatcher:
+        """Subscribe; with `wait_ready`, return once the first snapshot (the catch-up) was handled."""
+        self._stop.clear()
+        self._subscribe()
+        self._supervisor = threading.Thread(target=self._supervise, name="watcher-supervisor", daemon=True)
+        self._supervisor.start()
+        if wait_ready is not None and not self._ready.wait(wait_ready):
+            raise TimeoutError(f"the providerUsers listener delivered no snapshot within {wait_ready}s")
+        return self
+
+    def stop(self, wait: bool = True) -> None:
+        """Unsubscribe, then let running launches finish (`wait`) or drop queued ones."""
+        self._stop.set()
+        self._close_watch()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+            self._supervisor = None
+        self.launcher.shutdown(wait=wait)
+        logger.info("watcher stopped")
+
+    def __enter__(self) -> GmailConnectWatcher:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def run_forever(self) -> None:
+        """Block until interrupted (Ctrl-C), then stop cleanly."""
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            logger.info("interrupted")
+        finally:
+            self.stop(wait=False)
+
+    # ----------------------------------------------------------------------------- subscription
+
+    def _query(self) -> firestore.Query:
+        return self.client.collection("providerUsers").where(
+            filter=FieldFilter("services.gmail.active", "==", True)
+        )
+
+    def _subscribe(self) -> None:
+        with self._lock:
+            self._first_snapshot_pending = True
+            self._callback_failed.clear()
+            self._watch = self._query().on_snapshot(self._on_snapshot)
+            self.subscriptions += 1
+        logger.info("listening for Gmail connects (subscription %d)", self.subscriptions)
+
+    def _close_watch(self) -> None:
+        with self._lock:
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            with contextlib.suppress(Exception):
+                watch.unsubscribe()
+
+    def _watch_is_dead(self) -> bool:
+        watch = self._watch
+        if watch is None:
+            return True
+        # The client closes a watch on non-recoverable stream errors (raising in a private thread,
+        # so nobody is told): `_closed` is the only reliable sign; `is_active` covers a dead consumer.
+        return bool(getattr(watch, "_closed", False)) or not watch.is_active
+
+    def _supervise(self) -> None:
+        delay = self.resubscribe_initial_delay
+        while not self._stop.wait(self.health_check_interval):
+            if not (self._callback_failed.is_set() or self._watch_is_dead()):
+                delay = self.resubscribe_initial_delay
+                continue
+            logger.warning("providerUsers listener closed; re-subscribing in %.1fs", delay)
+            self._close_watch()
+            if self._stop.wait(delay):
+                return
+            try:
+                self._subscribe()
+            except Exception:
+                logger.exception("re-subscribing failed")
+                delay = min(delay * 2, self.resubscribe_max_delay)
+
+    # ----------------------------------------------------------------------------- events
+
+    def _on_snapshot(self, docs: list[Any], changes: list[Any], read_time: Any) -> None:
+        try:
+            with self._lock:
+                catch_up = self._first_snapshot_pending
+                self._first_snapshot_pending = False
+                after_gap = catch_up and self._ever_subscribed
+                self._ever_subscribed = True
+                for change in changes:
+                    self._on_change(change, catch_up=catch_up, after_gap=after_gap)
+        except Exception:
+            # Never let an exception escape into the client's stream thread (it would kill the
+            # watch silently); flag it so the supervisor re-subscribes and re-reads everything.
+            logger.exception("handling a providerUsers snapshot failed")
+            self._callback_failed.set()
+        finally:
+            self._ready.set()
+
+    def _on_change(self, change: Any, *, catch_up: bool, after_gap: bool) -> None:
+        provider_user_id: str = change.document.id
+        kind = change.type.name  # ADDED | MODIFIED | REMOVED
+        if kind == "REMOVED":
+            self._handled.pop(provider_user_id, None)
+            self._decide(
+                provider_user_id, "disconnected", "Gmail disconnected; a reconnect starts a new sync"
+            )
+            return
+        user = ProviderUser.from_firestore(change.document.to_dict())
+        if kind == "MODIFIED":
+            # Still connected: an unrelated update (or active written true again) is not a connect.
+            self._decide(provider_user_id, "skipped", "update of an already connected user, not a connect")
+            return
+        key = _connect_key(user, change.document)
+        if self._handled.get(provider_user_id) == key:
+            self._decide(provider_user_id, "skipped", "this connect was already handled (re-delivered event)")
+            return
+        self._handled[provider_user_id] = key
+        if not catch_up:
+            self._start_sync(provider_user_id, user, why="Gmail connected")
+            return
+        if after_gap:
+            # Re-subscribed after a stream error: this connect happened while we were not listening.
+            reason = self._live_sync_reason(provider_user_id)
+            why = "connected while the listener was re-subscribing"
+        else:
+            # First snapshot after start: the user may have connected long ago (restart catch-up).
+            reason = self._catch_up_skip_reason(provider_user_id)
+            why = "catch-up: connected, no completed backfill, no live sync"
+        if reason is not None:
+            self._decide(provider_user_id, "skipped", reason)
+            return
+        self._start_sync(provider_user_id, user, why=why)
+
+    def _catch_up_skip_reason(self, provider_user_id: str) -> str | None:
+        state = self.sync_state.get(provider_user_id)
+        if state.backfill_completed:
+            return "catch-up: backfill already completed (the periodic sync keeps it fresh)"
+        return self._live_sync_reason(provider_user_id)
+
+    def _live_sync_reason(self, provider_user_id: str) -> str | None:
+        state = self.sync_state.get(provider_user_id)
+        now = datetime.now(UTC)
+        if state.active_sync_id and state.lease_expires_at and state.lease_expires_at > now:
+            return f"sync {state.active_sync_id} holds a live lease"
+        for progress in self._open_progress(provider_user_id):
+            if progress.status == SyncStatus.PENDING and now - progress.updatedAt < self.stale_pending_after:
+                return f"sync {progress.syncId} is pending"
+        return None
+
+    def _open_progress(self, provider_user_id: str) -> list[SyncProgress]:
+        query = self.client.collection(SyncProgress.COLLECTION).where(
+            filter=FieldFilter("providerUserId", "==", provider_user_id)
+        )
+        found = [SyncProgress.from_firestore(snapshot.to_dict()) for snapshot in query.stream()]
+        return [p for p in found if not p.status.terminal]
+
+    def _start_sync(self, provider_user_id: str, user: ProviderUser, *, why: str) -> None:
+        sync_id = new_sync_id(provider_user_id, SyncTrigger.CONNECT)
+        # Order matters: the pending doc first, so the web app shows the sync before Prefect knows it.
+        self.progress.create_pending(
+            sync_id=sync_id,
+            app_user_id=user.app_user_id,
+            family_id=user.family_id,
+            provider_user_id=provider_user_id,
+            trigger=SyncTrigger.CONNECT,
+        )
+        self.launcher.launch(SyncRequest(provider_user_id=provider_user_id, sync_id=sync_id))
+        self._decide(provider_user_id, "started", why, sync_id=sync_id)
+
+    def _decide(self, provider_user_id: str, action: str, reason: str, sync_id: str | None = None) -> None:
+        decision = WatcherDecision(
+            provider_user_id=provider_user_id,
+            action=action,
+            reason=reason,
+            sync_id=sync_id,
+            at=datetime.now(UTC),
+        )
+        self.decisions.append(decision)
+        if action == "started":
+            logger.info("started sync %s for %s: %s", sync_id, provider_user_id, reason)
+        else:
+            logger.info("skipped %s: %s", provider_user_id, reason)
+        if self.on_decision is not None:
+            with contextlib.suppress(Exception):
+                self.on_decision(decision)
+
+    def started(self) -> list[WatcherDecision]:
+        with self._lock:
+            return [d for d in self.decisions if d.action == "started"]
+
+    def wait_for_decisions(self, count: int, timeout: float = 10.0) -> list[WatcherDecision]:
+        """Block until at least `count` decisions were made (tests, the demo)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.decisions) >= count:
+                    return list(self.decisions)
+            time.sleep(0.05)
+        with self._lock:
+            return list(self.decisions)
+
+
+def _connect_key(user: ProviderUser, snapshot: Any) -> str:
+    """Identity of one connect: its `connectedAt`, else the document's creation/update time."""
+    connected_at = user.services.gmail.connected_at
+    if connected_at is not None:
+        return connected_at.isoformat()
+    stamp = getattr(snapshot, "update_time", None) or getattr(snapshot, "create_time", None)
+    return f"doc@{stamp}"

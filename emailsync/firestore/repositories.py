@@ -1,0 +1,346 @@
+"""Firestore repositories: the only code that reads and writes the backend collections of DESIGN.md.
+
+Every repository takes an optional `firestore.Client` (default: `get_firestore_client()`) and speaks
+pydantic models (emailsync/models.py). `syncProgress` is not here: `progress.ProgressWriter` owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
+from google.cloud.firestore_v1.vector import Vector
+
+from emailsync.config import get_settings
+from emailsync.errors import FatalError, LeaseHeldError
+from emailsync.firestore.client import get_firestore_client
+from emailsync.models import (
+    AppUser,
+    BackfillCursor,
+    EmailRecord,
+    Family,
+    ProviderCredentials,
+    ProviderUser,
+    SyncState,
+)
+
+APP_USERS = "appUsers"
+FAMILIES = "families"
+PROVIDER_USERS = "providerUsers"
+PROVIDER_CREDENTIALS = "providerCredentials"
+EMAILS = "emails"
+SYNC_STATE = "syncState"
+
+# A WriteBatch commits at most 500 writes, and one commit request must stay under 10 MiB.
+MAX_BATCH_WRITES = 500
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+# batchGet answers are streamed, but one request naming thousands of documents is needlessly large.
+MAX_GET_ALL_REFS = 500
+# Lease transactions from many workers at once contend on one document; the client retries aborted
+# transactions, and 20 attempts lets a crowd of acquirers all get their (negative) answer.
+LEASE_TRANSACTION_ATTEMPTS = 20
+# `find_nearest` puts the cosine distance of each hit into this extra field of the returned record.
+VECTOR_DISTANCE_FIELD = "vectorDistance"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Repository:
+    def __init__(self, client: firestore.Client | None = None) -> None:
+        self.client = client or get_firestore_client()
+
+
+# ---------------------------------------------------------------------------------------- users
+
+
+class ProviderUserRepository(_Repository):
+    """`providerUsers/{providerUserId}`."""
+
+    def get(self, provider_user_id: str) -> ProviderUser | None:
+        snapshot = self.client.collection(PROVIDER_USERS).document(provider_user_id).get()
+        return ProviderUser.from_firestore(snapshot.to_dict()) if snapshot.exists else None
+
+    def list_gmail_active(self) -> list[tuple[str, ProviderUser]]:
+        """Every provider user whose Gmail is connected (`services.gmail.active == true`), by id."""
+        query = self.client.collection(PROVIDER_USERS).where(
+            filter=firestore.FieldFilter("services.gmail.active", "==", True)
+        )
+        users = [
+            (snapshot.id, ProviderUser.from_firestore(snapshot.to_dict())) for snapshot in query.stream()
+        ]
+        return sorted(users, key=lambda item: item[0])
+
+    def put(self, provider_user_id: str, user: ProviderUser) -> None:
+        self.client.collection(PROVIDER_USERS).document(provider_user_id).set(user.to_firestore())
+
+
+class CredentialsRepository(_Repository):
+    """`providerCredentials/{providerUserId}`: OAuth data. Never logged, never readable by clients."""
+
+    def get(self, provider_user_id: str) -> ProviderCredentials:
+        snapshot = self.client.collection(PROVIDER_CREDENTIALS).document(provider_user_id).get()
+        if not snapshot.exists:
+            raise FatalError(f"no Gmail credentials stored for provider user {provider_user_id}")
+        return ProviderCredentials.from_firestore(snapshot.to_dict())
+
+    def put(self, provider_user_id: str, credentials: ProviderCredentials) -> None:
+        document = self.client.collection(PROVIDER_CREDENTIALS).document(provider_user_id)
+        document.set(credentials.to_firestore(exclude_none=True))
+
+
+class AppUserRepository(_Repository):
+    """`appUsers/{appUserId}`."""
+
+    def get(self, app_user_id: str) -> AppUser | None:
+        snapshot = self.client.collection(APP_USERS).document(app_user_id).get()
+        return AppUser.from_firestore(snapshot.to_dict()) if snapshot.exists else None
+
+    def put(self, app_user_id: str, user: AppUser) -> None:
+        self.client.collection(APP_USERS).document(app_user_id).set(user.to_firestore())
+
+
+class FamilyRepository(_Repository):
+    """`families/{familyId}`."""
+
+    def get(self, family_id: str) -> Family | None:
+        snapshot = self.client.collection(FAMILIES).document(family_id).get()
+        return Family.from_firestore(snapshot.to_dict()) if snapshot.exists else None
+
+    def put(self, family_id: str, family: Family) -> None:
+        self.client.collection(FAMILIES).document(family_id).set(family.to_firestore())
+
+
+# ---------------------------------------------------------------------------------------- emails
+
+
+def email_to_document(record: EmailRecord) -> dict[str, Any]:
+    """The stored form of an email: camelCase fields, `embedding` as a Firestore Vector, `syncedAt` now."""
+    data = record.to_firestore()
+    if record.embedding is not None:
+        data["embedding"] = Vector(record.embedding)
+    data["syncedAt"] = firestore.SERVER_TIMESTAMP
+    return data
+
+
+def email_from_document(data: dict[str, Any]) -> EmailRecord:
+    embedding = data.get("embedding")
+    if isinstance(embedding, Vector):
+        data = {**data, "embedding": [float(value) for value in embedding]}
+    return EmailRecord.from_firestore(data)
+
+
+def _approximate_size(data: dict[str, Any]) -> int:
+    """Rough request bytes of one document (only to keep a commit under its size limit)."""
+    size = 0
+    for key, value in data.items():
+        size += len(key) + 16
+        if isinstance(value, str):
+            size += len(value.encode("utf-8", errors="replace"))
+        elif isinstance(value, Vector):
+            size += 9 * len(value)
+        elif isinstance(value, list | dict):
+            size += len(repr(value))
+        else:
+            size += 16
+    return size
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class EmailRepository(_Repository):
+    """`providerUsers/{providerUserId}/emails/{gmailMessageId}`.
+
+    The document id is the Gmail message id, so storing a message again (a rerun, a retried batch)
+    overwrites it instead of adding a duplicate. A record is the whole document: `upsert_many`
+    replaces what was stored for that message.
+    """
+
+    def _emails(self, provider_user_id: str) -> firestore.CollectionReference:
+        return self.client.collection(PROVIDER_USERS).document(provider_user_id).collection(EMAILS)
+
+    def upsert_many(self, provider_user_id: str, records: Iterable[EmailRecord]) -> int:
+        """Store `records` in as few commits as the batch limits allow; returns how many were written."""
+        emails = self._emails(provider_user_id)
+        batch = self.client.batch()
+        writes = batch_bytes = written = 0
+        for record in records:
+            data = email_to_document(record)
+            size = _approximate_size(data)
+            if writes and (writes >= MAX_BATCH_WRITES or batch_bytes + size > MAX_BATCH_BYTES):
+                batch.commit()
+                written += writes
+                batch = self.client.batch()
+                writes = batch_bytes = 0
+            batch.set(emails.document(record.message_id), data)
+            writes += 1
+            batch_bytes += size
+        if writes:
+            batch.commit()
+            written += writes
+        return written
+
+    def get(self, provider_user_id: str, message_id: str) -> EmailRecord | None:
+        snapshot = self._emails(provider_user_id).document(message_id).get()
+        return email_from_document(snapshot.to_dict()) if snapshot.exists else None
+
+    def enriched_ids(self, provider_user_id: str, ids: Iterable[str]) -> set[str]:
+        """Those of `ids` already stored with an enrichment and an embedding (one batchGet per 500)."""
+        emails = self._emails(provider_user_id)
+        unique_ids = list(dict.fromkeys(ids))
+        enriched: set[str] = set()
+        for chunk in _chunks(unique_ids, MAX_GET_ALL_REFS):
+            refs = [emails.document(message_id) for message_id in chunk]
+            for snapshot in self.client.get_all(refs, field_paths=["enrichment", "embedding"]):
+                data = snapshot.to_dict() if snapshot.exists else None
+                if data and data.get("enrichment") and data.get("embedding") is not None:
+                    enriched.add(snapshot.id)
+        return enriched
+
+    def count(self, provider_user_id: str) -> int:
+        result = self._emails(provider_user_id).count().get()
+        return int(result[0][0].value)
+
+    def list_ids(self, provider_user_id: str) -> list[str]:
+        return sorted(ref.id for ref in self._emails(provider_user_id).list_documents())
+
+    def find_nearest(
+        self, provider_user_id: str, vector: Sequence[float], limit: int = 5
+    ) -> list[EmailRecord]:
+        """The `limit` emails whose embedding is nearest (cosine) to `vector`, nearest first.
+
+        Each record carries its distance in the extra field `vectorDistance` (`record.model_extra`).
+        """
+        query = self._emails(provider_user_id).find_nearest(
+            vector_field="embedding",
+            query_vector=Vector(list(vector)),
+            distance_measure=DistanceMeasure.COSINE,
+            limit=limit,
+            distance_result_field=VECTOR_DISTANCE_FIELD,
+        )
+        return [email_from_document(snapshot.to_dict()) for snapshot in query.get()]
+
+
+# ---------------------------------------------------------------------------------------- sync state
+
+
+class SyncStateRepository(_Repository):
+    """`syncState/{providerUserId}`: the lease (one sync per provider user) and the checkpoint.
+
+    Lease expiry compares against this machine's clock (`leaseExpiresAt` is written from it too);
+    the timeout (minutes) dwarfs any clock skew between workers.
+    """
+
+    def _document(self, provider_user_id: str) -> firestore.DocumentReference:
+        return self.client.collection(SYNC_STATE).document(provider_user_id)
+
+    def get(self, provider_user_id: str) -> SyncState:
+        snapshot = self._document(provider_user_id).get()
+        return SyncState.from_firestore(snapshot.to_dict() if snapshot.exists else None)
+
+    def _run_transaction(self, body: Any) -> Any:
+        transaction = self.client.transaction(max_attempts=LEASE_TRANSACTION_ATTEMPTS)
+        return firestore.transactional(body)(transaction)
+
+    def acquire_lease(
+        self, provider_user_id: str, sync_id: str, owner: str, timeout_seconds: float | None = None
+    ) -> bool:
+        """Take the lease for `sync_id`: true if it was free, expired, or already held by `sync_id`."""
+        document = self._document(provider_user_id)
+        timeout = timeout_seconds if timeout_seconds is not None else get_settings().lease_timeout_seconds
+
+        def body(transaction: firestore.Transaction) -> bool:
+            state = SyncState.from_firestore(document.get(transaction=transaction).to_dict())
+            now = _now()
+            held_by_other = (
+                state.active_sync_id is not None
+                and state.active_sync_id != sync_id
+                and state.lease_expires_at is not None
+                and state.lease_expires_at > now
+            )
+            if held_by_other:
+                return False
+            transaction.set(
+                document,
+                {
+                    "activeSyncId": sync_id,
+                    "leaseOwner": owner,
+                    "leaseExpiresAt": now + timedelta(seconds=timeout),
+                },
+                merge=True,
+            )
+            return True
+
+        return bool(self._run_transaction(body))
+
+    def renew_lease(self, provider_user_id: str, sync_id: str, timeout_seconds: float | None = None) -> bool:
+        """Push the expiry of a lease `sync_id` holds to now + timeout; false if it is no longer ours."""
+        document = self._document(provider_user_id)
+        timeout = timeout_seconds if timeout_seconds is not None else get_settings().lease_timeout_seconds
+
+        def body(transaction: firestore.Transaction) -> bool:
+            state = SyncState.from_firestore(document.get(transaction=transaction).to_dict())
+            if state.active_sync_id != sync_id:
+                return False
+            transaction.update(document, {"leaseExpiresAt": _now() + timedelta(seconds=timeout)})
+            return True
+
+        return bool(self._run_transaction(body))
+
+    def release_lease(self, provider_user_id: str, sync_id: str) -> bool:
+        """Give the lease up, only if `sync_id` still holds it (a taken-over lease stays with its taker)."""
+        document = self._document(provider_user_id)
+
+        def body(transaction: firestore.Transaction) -> bool:
+            state = SyncState.from_firestore(document.get(transaction=transaction).to_dict())
+            if state.active_sync_id != sync_id:
+                return False
+            transaction.update(document, {"activeSyncId": None, "leaseOwner": None, "leaseExpiresAt": None})
+            return True
+
+        return bool(self._run_transaction(body))
+
+    def save_cursor(self, provider_user_id: str, sync_id: str, cursor: BackfillCursor | None) -> None:
+        """Checkpoint the backfill position of `sync_id` (None clears it).
+
+        Fenced by the lease: a sync whose lease was taken over must not move the new holder's cursor,
+        so this raises `LeaseHeldError` when another sync holds the lease.
+        """
+        document = self._document(provider_user_id)
+        value = cursor.to_firestore() if cursor is not None else None
+
+        def body(transaction: firestore.Transaction) -> None:
+            state = SyncState.from_firestore(document.get(transaction=transaction).to_dict())
+            if state.active_sync_id is not None and state.active_sync_id != sync_id:
+                raise LeaseHeldError(
+                    f"sync {sync_id} cannot save its cursor: sync {state.active_sync_id} holds the lease "
+                    f"of provider user {provider_user_id}"
+                )
+            transaction.set(document, {"backfillCursor": value}, merge=True)
+
+        self._run_transaction(body)
+
+    def complete_backfill(self, provider_user_id: str, history_id: str | int) -> None:
+        """The whole mailbox is stored: later syncs are incremental from `history_id`."""
+        self._document(provider_user_id).set(
+            {
+                "backfillCompleted": True,
+                "backfillCursor": None,
+                "lastHistoryId": str(history_id),
+                "lastSyncedAt": firestore.SERVER_TIMESTAMP,
+            },
+            merge=True,
+        )
+
+    def set_last_history_id(self, provider_user_id: str, history_id: str | int) -> None:
+        """An incremental sync caught up to `history_id`."""
+        self._document(provider_user_id).set(
+            {"lastHistoryId": str(history_id), "lastSyncedAt": firestore.SERVER_TIMESTAMP}, merge=True
+        )

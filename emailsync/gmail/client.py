@@ -1,0 +1,543 @@
+"""Quota-aware Gmail client over google-api-python-client: paced, batched, retried, classified.
+
+- One discovery service per client; the `users().messages()` / `users().history()` resources are kept
+  (building them per call dominates client CPU).
+- Pacing: every call spends its quota units from the user's shared `TokenBucket` before it is sent.
+- Retries are ours (one policy, `RetryPolicy`): `num_retries` ignores Retry-After and batches never
+  retry. Errors are classified in one place, `classify_http_error`, into `emailsync.errors` classes.
+- Tokens never reach a log line or an exception message.
+
+A `GmailClient` is not thread-safe (httplib2 connections are not); use one per thread. The pacing
+bucket is shared across clients of the same user, so several clients still respect one quota.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import logging
+import random
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import google.oauth2.credentials
+import google_auth_httplib2
+import httplib2
+from google.auth.exceptions import RefreshError, TransportError
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest
+from pydantic import BaseModel, Field
+
+from emailsync.config import Settings, get_settings
+from emailsync.errors import (
+    AuthorizationRevokedError,
+    EmailSyncError,
+    FatalError,
+    HistoryExpiredError,
+    RetriableError,
+)
+from emailsync.gmail import settings as gmail_settings
+from emailsync.gmail.pacing import Sleep, TokenBucket, shared_bucket
+from emailsync.gmail.settings import DEFAULT_RETRY_POLICY, RetryPolicy
+from emailsync.models import ProviderCredentials
+
+logger = logging.getLogger(__name__)
+
+_RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    httplib2.HttpLib2Error,
+    TransportError,
+    socket.timeout,
+    TimeoutError,
+    ConnectionError,
+    OSError,
+)
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+class GmailMessage(BaseModel):
+    """One message as fetched with format=raw; `raw` is the RFC 5322 bytes."""
+
+    id: str
+    thread_id: str | None = None
+    label_ids: list[str] = Field(default_factory=list)
+    snippet: str = ""
+    internal_date: int  # epoch milliseconds
+    history_id: str | None = None
+    raw: bytes
+
+
+class MessagePage(BaseModel):
+    ids: list[str]
+    next_page_token: str | None = None
+    result_size_estimate: int = 0
+
+
+class HistoryChanges(BaseModel):
+    added_ids: list[str]  # distinct, in history order
+    history_id: str  # the mailbox's latest historyId: the next incremental sync starts here
+
+
+class GmailProfile(BaseModel):
+    email_address: str
+    messages_total: int = 0
+    history_id: str
+
+
+@dataclass
+class ClientStats:
+    """What the client did; benchmarks and tests read it."""
+
+    http_requests: int = 0  # HTTP round trips (a batch is one)
+    calls: int = 0  # API calls (each batch part counts)
+    rate_limited: int = 0  # calls answered 429 / rateLimitExceeded
+    server_errors: int = 0  # calls answered 5xx or failing in transport
+    retries: int = 0  # calls sent again
+    not_found: int = 0  # messages that vanished between list and get
+    paced_seconds: float = 0.0  # time spent waiting for quota units
+    backoff_seconds: float = 0.0  # time spent in retry delays (Retry-After included)
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:  # HTTP-date form
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _error_details(content: bytes | str | None) -> tuple[str, set[str]]:
+    """(server message, error reasons) from a Google JSON error body, or the body text itself."""
+    if content is None:
+        return "", set()
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text.strip()[:300], set()
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, str):  # OAuth token endpoint shape: {"error": "invalid_grant", ...}
+        return str(body.get("error_description") or error)[:300], {error}
+    if not isinstance(error, dict):
+        return text.strip()[:300], set()
+    reasons = {
+        str(e.get("reason")) for e in error.get("errors") or [] if isinstance(e, dict) and e.get("reason")
+    }
+    if error.get("status"):
+        reasons.add(str(error["status"]))
+    return str(error.get("message") or "")[:300], reasons
+
+
+def _scrub(text: str, secrets: Iterable[str | None]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def classify_http_error(
+    status: int,
+    content: bytes | str | None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    operation: str = "gmail call",
+    secrets: Iterable[str | None] = (),
+) -> EmailSyncError:
+    """The one mapping from a Gmail HTTP answer to an `emailsync.errors` class."""
+    message, reasons = _error_details(content)
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    retry_after = _parse_retry_after(lowered.get("retry-after"))
+    detail = _scrub(f"{operation}: HTTP {status}" + (f" {message}" if message else ""), secrets)
+    if status == 401 or "invalid_grant" in reasons or "invalid_grant" in message:
+        return AuthorizationRevokedError(detail)
+    if status == 429 or status >= 500 or (status == 403 and reasons & _RATE_LIMIT_REASONS):
+        return RetriableError(detail, retry_after=retry_after, status=status)
+    if status == 404 and operation.startswith("history"):
+        return HistoryExpiredError(f"{detail} (history too old: a full sync is needed)")
+    return FatalError(detail)
+
+
+def _is_rate_limit(error: EmailSyncError) -> bool:
+    return isinstance(error, RetriableError) and error.status in (429, 403)
+
+
+# ------------------------------------------------------------------------------------------ client
+
+
+def _google_credentials(credentials: ProviderCredentials) -> google.oauth2.credentials.Credentials:
+    expiry = credentials.expiry
+    if expiry is not None and expiry.tzinfo is not None:  # google-auth compares naive UTC datetimes
+        expiry = expiry.astimezone(UTC).replace(tzinfo=None)
+    return google.oauth2.credentials.Credentials(
+        token=credentials.token,
+        refresh_token=credentials.refresh_token,
+        token_uri=credentials.token_uri,
+        client_id=credentials.client_id,
+        client_secret=credentials.client_secret,
+        scopes=credentials.scopes or None,
+        expiry=expiry,
+    )
+
+
+def _decode_raw(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def _message_from_json(data: Mapping[str, Any]) -> GmailMessage:
+    return GmailMessage(
+        id=str(data["id"]),
+        thread_id=data.get("threadId"),
+        label_ids=list(data.get("labelIds") or []),
+        snippet=str(data.get("snippet") or ""),
+        internal_date=int(data.get("internalDate") or 0),
+        history_id=str(data["historyId"]) if data.get("historyId") is not None else None,
+        raw=_decode_raw(str(data.get("raw") or "")),
+    )
+
+
+def _epoch_seconds(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+@dataclass
+class _BatchOutcome:
+    fetched: dict[str, GmailMessage]
+    failed: dict[str, EmailSyncError]
+    missing: list[str]
+
+
+class GmailClient:
+    """Gmail API for one user (see docs/ARCHITECTURE.md)."""
+
+    def __init__(
+        self,
+        credentials: ProviderCredentials,
+        settings: Settings | None = None,
+        *,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        bucket: TokenBucket | None = None,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self._settings = settings or get_settings()
+        self._retry = retry_policy
+        self._sleep_fn = sleep
+        self._costs = self._settings.quota_costs
+        self._secrets = (credentials.token, credentials.refresh_token, credentials.client_secret)
+        self.stats = ClientStats()
+
+        endpoint = self._settings.gmail_api_endpoint
+        if endpoint and not endpoint.endswith("/"):
+            endpoint += "/"
+        self._batch_uri = (
+            endpoint + gmail_settings.BATCH_PATH if endpoint else gmail_settings.GOOGLE_BATCH_URI
+        )
+        http = google_auth_httplib2.AuthorizedHttp(
+            _google_credentials(credentials),
+            http=httplib2.Http(timeout=gmail_settings.HTTP_TIMEOUT_SECONDS),
+        )
+        self._service = build(
+            "gmail",
+            "v1",
+            http=http,
+            static_discovery=True,
+            cache_discovery=False,
+            client_options={"api_endpoint": endpoint} if endpoint else None,
+        )
+        users = self._service.users()
+        self._users = users
+        self._messages = users.messages()
+        self._history = users.history()
+
+        self._bucket = bucket or shared_bucket(
+            endpoint or "https://gmail.googleapis.com/",
+            credentials.token,
+            self._settings.quota_units_per_second,
+        )
+        # A batch must fit in the bucket's burst: the server's own bucket holds about one second of units,
+        # and a batch bigger than that is partly refused however well it is paced.
+        fits = int(self._bucket.capacity // max(self._costs.messages_get, 1))
+        self._max_batch = max(gmail_settings.MIN_BATCH_SIZE, min(gmail_settings.MAX_BATCH_SIZE, fits))
+        self._batch_size = min(gmail_settings.INITIAL_BATCH_SIZE, self._max_batch)
+
+    # ----------------------------------------------------------------------------------- public API
+
+    def get_profile(self) -> GmailProfile:
+        data = self._call(self._users.getProfile(userId="me"), self._costs.get_profile, "users.getProfile")
+        return GmailProfile(
+            email_address=str(data.get("emailAddress") or ""),
+            messages_total=int(data.get("messagesTotal") or 0),
+            history_id=str(data.get("historyId") or ""),
+        )
+
+    def list_messages(
+        self,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        page_token: str | None = None,
+        max_results: int = gmail_settings.DEFAULT_LIST_PAGE_SIZE,
+    ) -> MessagePage:
+        """One page of message ids, newest first, with `after <= date < before` (epoch-second bounds)."""
+        terms = []
+        if after is not None:
+            terms.append(f"after:{_epoch_seconds(after)}")
+        if before is not None:
+            terms.append(f"before:{_epoch_seconds(before)}")
+        params: dict[str, Any] = {
+            "userId": "me",
+            "maxResults": max(1, min(int(max_results), gmail_settings.MAX_LIST_PAGE_SIZE)),
+        }
+        if terms:
+            params["q"] = " ".join(terms)
+        if page_token:
+            params["pageToken"] = page_token
+        data = self._call(self._messages.list(**params), self._costs.messages_list, "messages.list")
+        return MessagePage(
+            ids=[str(m["id"]) for m in data.get("messages") or []],
+            next_page_token=data.get("nextPageToken") or None,
+            result_size_estimate=int(data.get("resultSizeEstimate") or 0),
+        )
+
+    def newest_message_before(self, before: datetime) -> datetime | None:
+        """Date (internalDate) of the newest message older than `before`; None when there is none."""
+        page = self.list_messages(before=before, max_results=1)
+        if not page.ids:
+            return None
+        request = self._messages.get(userId="me", id=page.ids[0], format="minimal")
+        data = self._execute(request, self._costs.messages_get, "messages.get", allow_missing=True)
+        if data is None:  # deleted between the two calls: ask again
+            return self.newest_message_before(before)
+        return datetime.fromtimestamp(int(data.get("internalDate") or 0) / 1000, tz=UTC)
+
+    def list_history(self, start_history_id: str) -> HistoryChanges:
+        """Every message added since `start_history_id` (all pages). 404 → `HistoryExpiredError`."""
+        added: dict[str, None] = {}
+        latest = str(start_history_id)
+        page_token: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "userId": "me",
+                "startHistoryId": str(start_history_id),
+                "historyTypes": ["messageAdded"],
+                "maxResults": gmail_settings.MAX_HISTORY_PAGE_SIZE,
+            }
+            if page_token:
+                params["pageToken"] = page_token
+            data = self._call(self._history.list(**params), self._costs.history_list, "history.list")
+            for record in data.get("history") or []:
+                for item in record.get("messagesAdded") or []:
+                    message = item.get("message") or {}
+                    if message.get("id"):
+                        added.setdefault(str(message["id"]), None)
+            if data.get("historyId"):
+                latest = str(data["historyId"])
+            page_token = data.get("nextPageToken")
+            if not page_token:
+                return HistoryChanges(added_ids=list(added), history_id=latest)
+
+    def get_messages(self, ids: list[str]) -> list[GmailMessage]:
+        """Fetch messages (format=raw) in paced, adaptive batches; result in the order of `ids`.
+
+        Parts answered 429/5xx are retried (Retry-After honoured). Messages that no longer exist (404)
+        are skipped and logged. Raises `RetriableError` for parts still failing after the last attempt.
+        """
+        unique = list(dict.fromkeys(ids))
+        fetched: dict[str, GmailMessage] = {}
+        pending = unique
+        attempt = 1
+        while pending:
+            failed: dict[str, EmailSyncError] = {}
+            start = 0
+            while start < len(pending):
+                chunk = pending[start : start + self._batch_size]
+                start += len(chunk)
+                outcome = self._fetch_batch(chunk)
+                fetched.update(outcome.fetched)
+                failed.update(outcome.failed)
+            if not failed:
+                break
+            errors = list(failed.values())
+            if attempt >= self._retry.max_attempts:
+                first = errors[0]
+                raise RetriableError(
+                    f"{len(failed)} of {len(unique)} messages failing after {attempt} attempts: {first}",
+                    retry_after=getattr(first, "retry_after", None),
+                    status=getattr(first, "status", None),
+                )
+            self._backoff(attempt, errors)
+            self.stats.retries += len(failed)
+            pending = [message_id for message_id in pending if message_id in failed]
+            attempt += 1
+        return [fetched[message_id] for message_id in ids if message_id in fetched]
+
+    @property
+    def batch_size(self) -> int:
+        """The current adaptive batch size (for tests and progress details)."""
+        return self._batch_size
+
+    # ----------------------------------------------------------------------------------- internals
+
+    def _classify(self, exc: BaseException, operation: str) -> EmailSyncError:
+        if isinstance(exc, EmailSyncError):
+            return exc
+        if isinstance(exc, HttpError):
+            return classify_http_error(
+                exc.resp.status, exc.content, exc.resp, operation=operation, secrets=self._secrets
+            )
+        if isinstance(exc, RefreshError):  # a 401 made google-auth refresh, and that failed
+            detail = _scrub(str(exc.args[0]) if exc.args else type(exc).__name__, self._secrets)
+            return AuthorizationRevokedError(f"{operation}: {detail[:200]}")
+        if isinstance(exc, _TRANSPORT_ERRORS):
+            return RetriableError(
+                f"{operation}: {type(exc).__name__}: {_scrub(str(exc), self._secrets)[:200]}"
+            )
+        return FatalError(
+            f"{operation}: unexpected {type(exc).__name__}: {_scrub(str(exc), self._secrets)[:200]}"
+        )
+
+    def _pace(self, units: float) -> None:
+        wait = self._bucket.reserve(units)
+        if wait > 0:
+            self.stats.paced_seconds += wait
+            self._sleep_fn(wait)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.stats.backoff_seconds += seconds
+            self._sleep_fn(seconds)
+
+    def _retry_delay(self, attempt: int, errors: list[EmailSyncError]) -> float:
+        """Retry-After when the server gave one, else the policy's delay with jitter."""
+        hinted = [
+            e.retry_after for e in errors if isinstance(e, RetriableError) and e.retry_after is not None
+        ]
+        if hinted:
+            return min(max(hinted), self._retry.max_retry_after_seconds)
+        base = self._retry.delay(attempt)
+        return base * (1 + random.uniform(0, self._retry.jitter_fraction))
+
+    def _pause_for_rate_limit(self, attempt: int, errors: list[EmailSyncError]) -> None:
+        """The server's bucket is empty: every client of this user waits, then restarts from empty."""
+        self._bucket.pause(self._retry_delay(attempt, errors))
+
+    def _backoff(self, attempt: int, errors: list[EmailSyncError]) -> None:
+        if any(_is_rate_limit(e) for e in errors):
+            delay = self._bucket.reserve(0)  # what is left of the pause set when the 429 arrived
+        else:
+            delay = self._retry_delay(attempt, errors)
+        logger.info("gmail retry %d in %.2fs (%d failing, e.g. %s)", attempt, delay, len(errors), errors[0])
+        self._sleep(delay)
+
+    def _call(self, request: Any, cost: int, operation: str) -> dict[str, Any]:
+        data = self._execute(request, cost, operation)
+        assert data is not None  # only `allow_missing` calls answer None
+        return data
+
+    def _execute(
+        self, request: Any, cost: int, operation: str, *, allow_missing: bool = False
+    ) -> dict[str, Any] | None:
+        """Execute one non-batch request with pacing and the retry policy (None: 404 and `allow_missing`)."""
+        attempt = 1
+        while True:
+            self._pace(cost)
+            self.stats.http_requests += 1
+            self.stats.calls += 1
+            try:
+                return request.execute(num_retries=0)
+            except Exception as exc:
+                if allow_missing and isinstance(exc, HttpError) and exc.resp.status == 404:
+                    return None
+                error = self._classify(exc, operation)
+                if not isinstance(error, RetriableError):
+                    raise error from (None if isinstance(error, AuthorizationRevokedError) else exc)
+                self._count_failure(error)
+                if _is_rate_limit(error):
+                    self._pause_for_rate_limit(attempt, [error])
+                if attempt >= self._retry.max_attempts:
+                    raise error from exc
+                self._backoff(attempt, [error])
+                self.stats.retries += 1
+                attempt += 1
+
+    def _count_failure(self, error: EmailSyncError) -> None:
+        if _is_rate_limit(error):
+            self.stats.rate_limited += 1
+        else:
+            self.stats.server_errors += 1
+
+    def _fetch_batch(self, chunk: list[str]) -> _BatchOutcome:
+        outcome = _BatchOutcome(fetched={}, failed={}, missing=[])
+
+        def on_part(request_id: str, response: Any, exception: BaseException | None) -> None:
+            if exception is None:
+                try:
+                    outcome.fetched[request_id] = _message_from_json(response)
+                except (KeyError, ValueError, TypeError) as exc:
+                    outcome.failed[request_id] = RetriableError(
+                        f"messages.get {request_id}: bad answer ({exc})"
+                    )
+                return
+            if isinstance(exception, HttpError) and exception.resp.status == 404:
+                outcome.missing.append(request_id)
+                return
+            outcome.failed[request_id] = self._classify(exception, f"messages.get {request_id}")
+
+        self._pace(self._costs.messages_get * len(chunk))
+        # Built directly: the service's new_batch_http_request() ignores api_endpoint and takes no batch_uri.
+        batch = BatchHttpRequest(callback=on_part, batch_uri=self._batch_uri)
+        for message_id in chunk:
+            batch.add(self._messages.get(userId="me", id=message_id, format="raw"), request_id=message_id)
+        self.stats.http_requests += 1
+        self.stats.calls += len(chunk)
+        try:
+            batch.execute()
+        except Exception as exc:  # the batch request as a whole failed: every part not answered fails with it
+            error = self._classify(exc, "batch messages.get")
+            if not isinstance(error, RetriableError):
+                raise error from (None if isinstance(error, AuthorizationRevokedError) else exc)
+            for message_id in chunk:
+                if message_id not in outcome.fetched and message_id not in outcome.missing:
+                    outcome.failed[message_id] = error
+
+        for error in outcome.failed.values():
+            if not isinstance(error, RetriableError):
+                raise error
+        for error in outcome.failed.values():
+            self._count_failure(error)
+        rate_limited = [e for e in outcome.failed.values() if _is_rate_limit(e)]
+        if rate_limited:
+            self._pause_for_rate_limit(1, rate_limited)
+        if outcome.missing:
+            self.stats.not_found += len(outcome.missing)
+            logger.warning(
+                "skipping %d messages that no longer exist: %s", len(outcome.missing), outcome.missing
+            )
+        self._adapt_batch_size(bool(rate_limited))
+        return outcome
+
+    def _adapt_batch_size(self, rate_limited: bool) -> None:
+        if rate_limited:
+            self._batch_size = max(gmail_settings.MIN_BATCH_SIZE, self._batch_size // 2)
+        else:
+            self._batch_size = min(self._max_batch, self._batch_size + gmail_settings.BATCH_GROWTH_STEP)

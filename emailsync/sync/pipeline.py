@@ -1,0 +1,218 @@
+"""The per-batch work of a sync, without orchestration: fetch → parse → enrich → store → checkpoint.
+
+`SyncSession` holds what one sync talks to (Gmail, Firestore repositories, the progress writer, the
+enricher) and exposes each step as a plain method, so Prefect tasks stay thin wrappers and every step
+can be timed apart from the orchestration around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from emailsync.enrichment import Enricher, EnrichmentInput
+from emailsync.errors import LeaseHeldError
+from emailsync.gmail.mime import parse_message
+from emailsync.models import BackfillCursor, EmailRecord, EnrichmentInfo, SyncWindow
+from emailsync.sync.backfill import PlannedBatch, plan_next_batch
+from emailsync.sync.progress_math import monotone_percent, percent_complete
+
+if TYPE_CHECKING:
+    from emailsync.firestore.progress import ProgressWriter
+    from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+    from emailsync.gmail.client import GmailClient, GmailMessage
+
+
+class FetchedBatch(BaseModel):
+    """Messages of one batch as downloaded; ids already stored with an enrichment are not downloaded."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    ids: list[str]
+    messages: list[Any] = Field(default_factory=list)  # GmailMessage, in the order of `ids`
+    already_enriched: int = 0
+    window: SyncWindow | None = None
+    cursor_after: BackfillCursor | None = None  # backfill only: where the walk continues after this batch
+    list_calls: int = 0
+    fetch_seconds: float = 0.0
+
+
+class ProgressPoint(BaseModel):
+    """Counts of a sync before a batch: what the progress percentage and checkpoint are computed from."""
+
+    emails_processed: int = 0
+    batches: int = 0
+    total_estimate: int | None = None
+    percent: int = 0
+
+
+class BatchOutcome(BaseModel):
+    """What storing one batch did, and the counts after it."""
+
+    emails_in_batch: int
+    emails_fetched: int
+    emails_stored: int
+    emails_enriched: int
+    parse_errors: int  # messages stored with at least one parse error
+    tag_counts: dict[str, int] = Field(default_factory=dict)
+    progress: ProgressPoint
+    window: SyncWindow | None = None
+    parse_seconds: float = 0.0
+    enrich_seconds: float = 0.0
+    store_seconds: float = 0.0  # email writes + checkpoint + lease renewal + progress write
+
+
+class SyncSession:
+    """Everything one sync of one provider user works with."""
+
+    def __init__(
+        self,
+        *,
+        sync_id: str,
+        provider_user_id: str,
+        app_user_id: str,
+        family_id: str | None,
+        gmail: GmailClient,
+        emails: EmailRepository,
+        sync_state: SyncStateRepository,
+        progress: ProgressWriter,
+        enricher: Enricher,
+        lease_timeout_seconds: float,
+    ) -> None:
+        self.sync_id = sync_id
+        self.provider_user_id = provider_user_id
+        self.app_user_id = app_user_id
+        self.family_id = family_id
+        self.gmail = gmail
+        self.emails = emails
+        self.sync_state = sync_state
+        self.progress = progress
+        self.enricher = enricher
+        self.lease_timeout_seconds = lease_timeout_seconds
+
+    # ------------------------------------------------------------------------------------ fetch
+
+    def fetch_backfill_batch(
+        self, cursor: BackfillCursor, *, batch_size: int, bound: datetime | None
+    ) -> FetchedBatch:
+        started = time.perf_counter()
+        plan: PlannedBatch = plan_next_batch(self.gmail, cursor, batch_size=batch_size, bound=bound)
+        fetched = self._download(plan.ids)
+        fetched.window = plan.window
+        fetched.cursor_after = plan.cursor_after
+        fetched.list_calls = plan.list_calls + plan.jumps
+        fetched.fetch_seconds = time.perf_counter() - started
+        return fetched
+
+    def fetch_ids(self, ids: list[str]) -> FetchedBatch:
+        started = time.perf_counter()
+        fetched = self._download(ids)
+        fetched.fetch_seconds = time.perf_counter() - started
+        return fetched
+
+    def _download(self, ids: list[str]) -> FetchedBatch:
+        # A rerun (resume, retried batch, overlapping history) must not spend quota or enrichment twice.
+        done = self.emails.enriched_ids(self.provider_user_id, ids) if ids else set()
+        wanted = [message_id for message_id in ids if message_id not in done]
+        messages = self.gmail.get_messages(wanted) if wanted else []
+        return FetchedBatch(ids=ids, messages=messages, already_enriched=len(done))
+
+    # ------------------------------------------------------------------------------------ store
+
+    def store_batch(self, fetched: FetchedBatch, before: ProgressPoint) -> BatchOutcome:
+        """Parse, enrich and store one fetched batch (progress and checkpoint follow in `finish_batch`)."""
+        started = time.perf_counter()
+        records = [self._record(message) for message in fetched.messages]
+        parsed_at = time.perf_counter()
+        tag_counts: Counter[str] = Counter()
+        if records:
+            enrichments = self.enricher.enrich(
+                [
+                    EnrichmentInput(
+                        message_id=record.message_id,
+                        subject=record.subject,
+                        sender=record.sender,
+                        body_text=record.body_text,
+                    )
+                    for record in records
+                ]
+            )
+            info = EnrichmentInfo(model=self.enricher.model_name)
+            for record, enrichment in zip(records, enrichments, strict=True):
+                record.summary = enrichment.summary
+                record.tags = enrichment.tags
+                record.embedding = enrichment.embedding
+                record.enrichment = info
+                tag_counts.update(enrichment.tags)
+        enriched_at = time.perf_counter()
+        stored = self.emails.upsert_many(self.provider_user_id, records) if records else 0
+        processed = before.emails_processed + len(fetched.ids)
+        batches = before.batches + 1
+        percent = monotone_percent(
+            before.percent, percent_complete(processed, before.total_estimate, batches)
+        )
+        return BatchOutcome(
+            emails_in_batch=len(fetched.ids),
+            emails_fetched=len(fetched.messages),
+            emails_stored=stored,
+            emails_enriched=len(records),
+            parse_errors=sum(1 for record in records if record.parse_errors),
+            tag_counts=dict(tag_counts),
+            progress=ProgressPoint(
+                emails_processed=processed,
+                batches=batches,
+                total_estimate=before.total_estimate,
+                percent=percent,
+            ),
+            window=fetched.window,
+            parse_seconds=parsed_at - started,
+            enrich_seconds=enriched_at - parsed_at,
+            store_seconds=time.perf_counter() - enriched_at,
+        )
+
+    def _record(self, message: GmailMessage) -> EmailRecord:
+        parsed = parse_message(
+            message.raw,
+            message_id=message.id,
+            thread_id=message.thread_id,
+            label_ids=message.label_ids,
+            internal_date=message.internal_date,
+            snippet=message.snippet,
+        )
+        return EmailRecord(**parsed.model_dump(), app_user_id=self.app_user_id, family_id=self.family_id)
+
+    # ------------------------------------------------------------------------------------ after storing
+
+    def finish_batch(self, outcome: BatchOutcome, cursor_after: BackfillCursor | None) -> BatchOutcome:
+        """Report progress, then checkpoint: save where the backfill resumes (when `cursor_after` is
+        given) and renew the lease. Fails with LeaseHeldError when another sync took the lease over."""
+        started = time.perf_counter()
+        point = outcome.progress
+        self.progress.update(
+            self.sync_id,
+            point.percent,
+            emails_processed=point.emails_processed,
+            emails_total_estimate=point.total_estimate,
+            batches=point.batches,
+            current_window=outcome.window,
+        )
+        if cursor_after is not None:
+            cursor = cursor_after.model_copy(
+                update={"emails_processed": point.emails_processed, "batches": point.batches}
+            )
+            self.sync_state.save_cursor(self.provider_user_id, self.sync_id, cursor)
+        self.renew_lease()
+        outcome.store_seconds += time.perf_counter() - started
+        return outcome
+
+    def renew_lease(self) -> None:
+        if not self.sync_state.renew_lease(self.provider_user_id, self.sync_id, self.lease_timeout_seconds):
+            active = self.sync_state.get(self.provider_user_id).active_sync_id
+            raise LeaseHeldError(
+                f"sync {self.sync_id} lost its lease on provider user {self.provider_user_id} "
+                f"to sync {active} (presumed dead after {self.lease_timeout_seconds:g}s without renewal)"
+            )

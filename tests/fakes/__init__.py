@@ -1,0 +1,1 @@
+"""Local stand-ins for external HTTP services the sandbox cannot reach (real HTTP, real clients)."""

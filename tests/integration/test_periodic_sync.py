@@ -1,0 +1,84 @@
+"""The hourly fan-out over 20 connected users: real emulator, real Gmail server, real flows."""
+
+from __future__ import annotations
+
+import mailbox as std_mailbox
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+
+from emailsync.config import get_settings
+from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+from emailsync.gmail.mailbox import Mailbox
+from emailsync.gmail.server import GmailApiServer
+from emailsync.seed import seed_account
+from flows.periodic_sync import periodic_email_sync
+
+pytestmark = [pytest.mark.integration, pytest.mark.prefect]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+USERS = [f"pu-periodic-{n:02d}" for n in range(20)]
+MAILBOX_SIZE = 3
+NEW_MESSAGES = {"pu-periodic-01": 2, "pu-periodic-07": 1, "pu-periodic-13": 3}
+
+
+@cache
+def _sample_raws() -> tuple[bytes, ...]:
+    box = std_mailbox.mbox(str(REPO_ROOT / "samples" / "sample.mbox"), create=False)
+    try:
+        return tuple(box.get_bytes(key, from_=False) for key in box.iterkeys())
+    finally:
+        box.close()
+
+
+def test_periodic_sync_stores_exactly_the_new_messages_and_idle_users_cost_one_history_call(
+    firestore_client: firestore.Client,
+    gmail_server: GmailApiServer,
+    prefect_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    gmail_server.configure(quota_units_per_second=0)  # unlimited: 20 users' syncs, quickly
+    monkeypatch.setenv("GMAIL_API_ENDPOINT", gmail_server.url)
+    get_settings.cache_clear()
+    raws = _sample_raws()
+    for n, provider_user_id in enumerate(USERS):
+        token = f"token-{provider_user_id}"
+        start = n * MAILBOX_SIZE
+        gmail_server.add_mailbox(token, Mailbox.from_raw_messages(raws[start : start + MAILBOX_SIZE]))
+        seed_account(
+            firestore_client,
+            provider_user_id=provider_user_id,
+            family_id=f"family-{n:02d}",
+            email=f"user{n:02d}@example.com",
+            token=token,
+            gmail_active=True,
+        )
+    first = periodic_email_sync()
+    assert sorted(first.completed) == USERS, first.failed
+    state = SyncStateRepository(firestore_client)
+    assert all(state.get(user).backfill_completed for user in USERS)
+
+    emails = EmailRepository(firestore_client)
+    before = {user: set(emails.list_ids(user)) for user in USERS}
+    assert all(len(ids) == MAILBOX_SIZE for ids in before.values())
+    new_ids: dict[str, set[str]] = {}
+    spare = iter(raws[len(USERS) * MAILBOX_SIZE :])
+    for provider_user_id, count in NEW_MESSAGES.items():
+        new_ids[provider_user_id] = {
+            gmail_server.add_message(next(spare), token=f"token-{provider_user_id}") for _ in range(count)
+        }
+    gmail_server.reset_stats()
+
+    second = periodic_email_sync()
+
+    assert sorted(second.completed) == USERS, second.failed
+    for user in USERS:
+        assert set(emails.list_ids(user)) == before[user] | new_ids.get(user, set()), user
+    calls = gmail_server.stats.requests_by_method
+    # Every user needs one history.list; 20 users making 20 calls means no user made two.
+    assert calls.get("history.list", 0) == len(USERS)
+    assert calls.get("messages.get", 0) == sum(NEW_MESSAGES.values())
+    assert calls.get("messages.list", 0) == 0

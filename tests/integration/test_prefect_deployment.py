@@ -1,0 +1,96 @@
+"""The production path on one machine: a real Prefect server, prefect.yaml deployed on a process work
+pool, one `prefect worker` subprocess; a Gmail connect through the watcher becomes a flow run of
+`email-sync/email-sync` on that worker, and the user's syncProgress ends completed."""
+
+from __future__ import annotations
+
+import mailbox as std_mailbox
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from google.cloud import firestore
+
+from deployments.serve import PrefectServerProcess
+from deployments.watcher import DeploymentLauncher, GmailConnectWatcher
+from emailsync.firestore.emulator import FirestoreEmulator
+from emailsync.firestore.repositories import EmailRepository
+from emailsync.gmail.mailbox import Mailbox
+from emailsync.gmail.server import GmailApiServer
+from emailsync.models import SyncProgress, SyncStatus, SyncTrigger
+from emailsync.seed import connect_gmail, seed_account
+
+pytestmark = [pytest.mark.integration, pytest.mark.prefect]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POOL = "emailsync-pool"
+SYNC_TIMEOUT = 150.0
+MAILBOX_SIZE = 20
+
+
+def _small_mailbox(size: int) -> Mailbox:
+    box = std_mailbox.mbox(str(REPO_ROOT / "samples" / "sample.mbox"), create=False)
+    try:
+        return Mailbox.from_raw_messages(
+            [box.get_bytes(key, from_=False) for key in list(box.iterkeys())[:size]]
+        )
+    finally:
+        box.close()
+
+
+def _wait_for_terminal_progress(client: firestore.Client, provider_user_id: str) -> SyncProgress:
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    while time.monotonic() < deadline:
+        docs = [
+            SyncProgress.from_firestore(s.to_dict())
+            for s in client.collection(SyncProgress.COLLECTION).stream()
+            if (s.to_dict() or {}).get("providerUserId") == provider_user_id
+        ]
+        if docs and docs[0].status.terminal:
+            return docs[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no finished sync for {provider_user_id} within {SYNC_TIMEOUT}s")
+
+
+def test_connect_runs_the_email_sync_deployment_on_a_process_worker(
+    firestore_client: firestore.Client,
+    firestore_emulator: FirestoreEmulator,
+    gmail_server: GmailApiServer,
+    tmp_path: Path,
+):
+    gmail_server.configure(quota_units_per_second=0)  # unlimited: this test is about orchestration
+    gmail_server.add_mailbox("token-deployed", _small_mailbox(MAILBOX_SIZE))
+    seed_account(firestore_client, provider_user_id="pu-deployed", token="token-deployed")
+    flow_env = {
+        **firestore_emulator.environ("omnibutler-test"),
+        "GMAIL_API_ENDPOINT": gmail_server.url,
+        "EMAILSYNC_HOME": str(REPO_ROOT),  # the pull step's working directory on the worker
+    }
+    with PrefectServerProcess(tmp_path / "prefect-home") as server:
+        server.cli("work-pool", "create", POOL, "--type", "process")
+        server.cli("deploy", "--all", cwd=REPO_ROOT, extra_env=flow_env)
+        server.cli("deployment", "schedule", "pause", "--all")  # the hourly fan-out stays out of this test
+        server.start_worker(POOL, "worker-1", extra_env=flow_env)
+        watcher = GmailConnectWatcher(firestore_client, launcher=DeploymentLauncher(api_url=server.api_url))
+        watcher.start()
+        try:
+            connect_gmail(firestore_client, "pu-deployed")
+            sync = _wait_for_terminal_progress(firestore_client, "pu-deployed")
+        finally:
+            watcher.stop(wait=True)
+        assert sync.status == SyncStatus.COMPLETED, (
+            f"{sync.error}\n{server.log_tail(name='worker-worker-1.log')}"
+        )
+        assert sync.details.flow_run_id
+        flow_run = requests.get(f"{server.api_url}/flow_runs/{sync.details.flow_run_id}", timeout=10).json()
+        deployment = requests.get(
+            f"{server.api_url}/deployments/{flow_run['deployment_id']}", timeout=10
+        ).json()
+
+    assert sync.details.trigger == SyncTrigger.CONNECT
+    assert flow_run["state_type"] == "COMPLETED"
+    assert flow_run["parameters"]["sync_id"] == sync.syncId
+    assert deployment["name"] == "email-sync"
+    assert deployment["work_pool_name"] == POOL
+    assert EmailRepository(firestore_client).count("pu-deployed") == MAILBOX_SIZE
