@@ -3,17 +3,21 @@
 Enriches ~500 real messages (samples/sample.mbox, topped up from ../shared/corpus when present) in
 batches of EMAILSYNC_BATCH_SIZE's default (100), end to end through `enrich()`: body cleaning,
 one model call per batch, summaries and tags. Reports the model load time, messages/s and the ratio
-to the 50 messages/s goal, all measured in this one run.
+to the 50 messages/s goal, all measured in this one run. The machine is shared and noisy, so two
+figures are robust to other load: the rate implied by CPU time (CPU seconds spread over the cores)
+and the ratio of enrich() to the bare model call on the same texts, measured interleaved.
 """
 
 from __future__ import annotations
 
 import mailbox
+import os
 import time
 from collections import Counter
 from pathlib import Path
 
 from emailsync.enrichment import TAXONOMY, EnrichmentInput
+from emailsync.enrichment.local import load_sentence_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MBOX = REPO_ROOT / "samples" / "sample.mbox"
@@ -61,24 +65,52 @@ def load_inputs(limit: int = MESSAGES) -> list[EnrichmentInput]:
     return inputs
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def run() -> dict[str, object]:
-    from emailsync.enrichment.local import LocalEnricher
+    from emailsync.enrichment.local import EMBEDDING_TEXT_CHARS, ENCODE_BATCH_SIZE, LocalEnricher
+    from emailsync.enrichment.text import clean_body, embedding_text
 
     inputs = load_inputs()
     started = time.perf_counter()
     enricher = LocalEnricher().load()
     load_seconds = time.perf_counter() - started
+    model = load_sentence_model()
 
     enricher.enrich(inputs[:8])  # first-call overheads (allocator, lazy kernels) are not steady state
-    batch_seconds: list[float] = []
+    # Interleaved per batch, so load from other processes hits both measurements alike: the full
+    # enrich() path, and the bare model call on the same embedding texts (the floor we cannot beat).
+    enrich_wall = enrich_cpu = encode_wall = 0.0
+    slowest_batch = 0.0
     results = []
     for start in range(0, len(inputs), BATCH_SIZE):
         batch = inputs[start : start + BATCH_SIZE]
-        began = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         results += enricher.enrich(batch)
-        batch_seconds.append(time.perf_counter() - began)
-    total_seconds = sum(batch_seconds)
-    rate = len(inputs) / total_seconds
+        batch_wall = time.perf_counter() - wall
+        enrich_wall += batch_wall
+        enrich_cpu += time.process_time() - cpu
+        slowest_batch = max(slowest_batch, batch_wall)
+
+        texts = [
+            embedding_text(
+                item.subject, item.sender, clean_body(item.body_text), item.body_text, EMBEDDING_TEXT_CHARS
+            )
+            for item in batch
+        ]
+        wall = time.perf_counter()
+        model.encode(texts, batch_size=ENCODE_BATCH_SIZE, normalize_embeddings=True, show_progress_bar=False)
+        encode_wall += time.perf_counter() - wall
+
+    rate = len(inputs) / enrich_wall
+    cores = _cores()
+    # CPU seconds spread over all cores: the rate this run would have had on otherwise idle cores.
+    idle_rate = len(inputs) / (enrich_cpu / cores)
 
     began = time.perf_counter()
     for _ in range(20):
@@ -90,12 +122,18 @@ def run() -> dict[str, object]:
         "backend": enricher.model_name,
         "messages": len(inputs),
         "batch_size": BATCH_SIZE,
+        "cores": cores,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "model_load_seconds": round(load_seconds, 2),
-        "enrich_seconds": round(total_seconds, 2),
+        "enrich_seconds": round(enrich_wall, 2),
         "messages_per_second": round(rate, 1),
         "goal_messages_per_second": GOAL_MESSAGES_PER_SECOND,
         "ratio_to_goal": round(rate / GOAL_MESSAGES_PER_SECOND, 2),
-        "slowest_batch_seconds": round(max(batch_seconds), 2),
+        "messages_per_second_from_cpu_time": round(idle_rate, 1),
+        "ratio_to_goal_from_cpu_time": round(idle_rate / GOAL_MESSAGES_PER_SECOND, 2),
+        "model_only_messages_per_second": round(len(inputs) / encode_wall, 1),
+        "enrich_to_model_only_ratio": round(encode_wall / enrich_wall, 2),
+        "slowest_batch_seconds": round(slowest_batch, 2),
         "embed_query_ms": round(query_ms, 1),
         "mean_summary_chars": round(sum(len(r.summary) for r in results) / len(results), 1),
         "mean_tags_per_message": round(sum(len(r.tags) for r in results) / len(results), 2),

@@ -106,6 +106,17 @@ def email_sync(
         summary.skipped, summary.active_sync_id = True, active
         return summary
 
+    if lease.taken_over_from:
+        # Its worker died (or hung) without finishing its progress document: say so instead of leaving
+        # it "in progress" forever; this sync resumes the work from the checkpoint.
+        logger.warning("sync %s took over the expired lease of sync %s", sync_id, lease.taken_over_from)
+        _fail_quietly(
+            progress,
+            lease.taken_over_from,
+            f"the sync was interrupted (its worker stopped); sync {sync_id} resumed it",
+            resumed_by=sync_id,
+        )
+
     started = time.perf_counter()
     resources = SyncResources(
         SyncSession(

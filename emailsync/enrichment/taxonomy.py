@@ -35,8 +35,9 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     "software-development": "software bug report, source code, patch, compile error, linux, python, "
     "programming, open source release, version control",
     "spam": "make money fast, you have won a prize, viagra, casino, adult content, get rich, act now, "
-    "lottery winner, mortgage rates",
-    "home": "home repair, rent, landlord, real estate, moving house, garden, furniture, household chores",
+    "lottery winner, urgent business proposal to transfer millions of dollars abroad",
+    "home": "apartment lease and rent, landlord, home repair, plumber, real estate, moving house, garden, "
+    "furniture, household chores",
 }
 
 TAXONOMY: list[str] = list(TAG_DESCRIPTIONS)

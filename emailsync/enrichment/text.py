@@ -23,7 +23,9 @@ _END_OF_MESSAGE = re.compile(
     re.IGNORECASE,
 )
 # Attribution lines introduce quoted text (dropped line by line); the reply may follow, so go on.
-_ATTRIBUTION = re.compile(r"^(?:on .{0,200}|.{0,100}) (?:wrote|writes|said):$|^quoting .{0,100}:$", re.IGNORECASE)
+_ATTRIBUTION = re.compile(
+    r"^(?:on .{0,200}|.{0,100}) (?:wrote|writes|said):$|^quoting .{0,100}:$", re.IGNORECASE
+)
 _BOILERPLATE = re.compile(
     r"unsubscribe|mailing list|listinfo|click here|view (?:this|it) (?:email|message|online|in your browser)"
     r"|privacy policy|all rights reserved|sent from my (?:iphone|ipad|android)|this (?:e-?mail|message) "
@@ -33,6 +35,8 @@ _BOILERPLATE = re.compile(
 _URL_ONLY = re.compile(r"^[<(\[]*(?:https?://|www\.|mailto:)\S*[>)\]]*$", re.IGNORECASE)
 _URL = re.compile(r"<?(?:https?://|www\.)\S+>?", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+# A "sentence" ending in one of these was split after an abbreviation: glue it to the next one.
+_ABBREVIATION_END = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Prof|St|Jr|Sr|vs|etc|Inc|Ltd|Co|No|approx|e\.g|i\.e)\.$")
 _WHITESPACE = re.compile(r"\s+")
 _LETTER = re.compile(r"[A-Za-z]")
 _WORD = re.compile(r"[a-z][a-z0-9'-]{2,}")
@@ -52,7 +56,7 @@ _STOPWORDS = frozenset(
     were weren't what what's when where which while who whom why will with won't would wouldn't you you're
     your yours yourself yourselves get got one two may might much many like even well back still way use
     used using want make made see say said also per via etc
-    """.split()
+    """.split()  # noqa: SIM905 - a word list reads better as text
 )
 
 
@@ -93,7 +97,9 @@ def truncate(text: str, max_chars: int) -> str:
     return cut.rstrip(" ,;:-") + "…"
 
 
-def embedding_text(subject: str, sender: str, paragraphs: Sequence[str], body_text: str, max_chars: int) -> str:
+def embedding_text(
+    subject: str, sender: str, paragraphs: Sequence[str], body_text: str, max_chars: int
+) -> str:
     """Subject, sender and the start of the new content: what a message is about, in few tokens.
 
     When cleaning left nothing (a body that is all footer or quote), the raw body start is used:
@@ -111,14 +117,20 @@ def prompt_body(body_text: str, max_chars: int) -> str:
     """The body for a language model: quoted lines dropped, blank runs squeezed, cut to `max_chars`."""
     lines = [line.rstrip() for line in body_text[: max_chars * 3].splitlines() if not line.startswith(">")]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    return truncate(text, max_chars) if len(text) > max_chars else text
+    return text[:max_chars]
 
 
 def split_sentences(paragraphs: Sequence[str]) -> list[str]:
     """Candidate summary sentences in reading order (greetings and fragments left out)."""
     sentences: list[str] = []
     for paragraph in paragraphs:
+        pieces: list[str] = []
         for piece in _SENTENCE_END.split(_URL.sub(" ", paragraph)):
+            if pieces and _ABBREVIATION_END.search(pieces[-1]):
+                pieces[-1] = f"{pieces[-1]} {piece}"
+            else:
+                pieces.append(piece)
+        for piece in pieces:
             sentence = _WHITESPACE.sub(" ", piece).strip(" -*•\t")
             words = sentence.count(" ") + 1
             if words < 4 or len(sentence) < 20:

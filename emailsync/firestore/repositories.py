@@ -6,16 +6,19 @@ pydantic models (emailsync/models.py). `syncProgress` is not here: `progress.Pro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
 from google.cloud.firestore_v1.vector import Vector
 
 from emailsync.config import get_settings
-from emailsync.errors import FatalError, LeaseHeldError
+from emailsync.errors import FatalError, LeaseHeldError, RetriableError
 from emailsync.firestore.client import get_firestore_client
 from emailsync.models import (
     AppUser,
@@ -39,15 +42,50 @@ MAX_BATCH_WRITES = 500
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 # batchGet answers are streamed, but one request naming thousands of documents is needlessly large.
 MAX_GET_ALL_REFS = 500
-# Lease transactions from many workers at once contend on one document; the client retries aborted
-# transactions, and 20 attempts lets a crowd of acquirers all get their (negative) answer.
-LEASE_TRANSACTION_ATTEMPTS = 20
+# Transactions that contend on one document abort each other (the emulator, unlike production, can
+# abort every contender at once and livelock when they retry in lockstep). The client's own retries
+# are immediate, so `run_transaction` adds jittered exponential backoff around a few of them.
+TRANSACTION_ATTEMPTS_PER_TRY = 1
+TRANSACTION_DEADLINE_SECONDS = 60.0
+TRANSACTION_BACKOFF_FIRST = 0.02
+TRANSACTION_BACKOFF_MAX = 1.0
 # `find_nearest` puts the cosine distance of each hit into this extra field of the returned record.
 VECTOR_DISTANCE_FIELD = "vectorDistance"
+
+T = TypeVar("T")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _aborted(exc: BaseException) -> bool:
+    """The transaction lost to a concurrent one (the client wraps its last Aborted in a ValueError)."""
+    return isinstance(exc, gexc.Aborted) or (
+        isinstance(exc, ValueError) and isinstance(exc.__cause__, gexc.Aborted)
+    )
+
+
+def run_transaction(client: firestore.Client, body: Callable[[firestore.Transaction], T]) -> T:
+    """Run `body` in a Firestore transaction, retrying with jittered backoff while contenders abort it.
+
+    Exceptions `body` raises (e.g. `LeaseHeldError`) roll back and propagate at once; a transaction that
+    keeps aborting for `TRANSACTION_DEADLINE_SECONDS` raises `RetriableError`.
+    """
+    deadline = time.monotonic() + TRANSACTION_DEADLINE_SECONDS
+    backoff = TRANSACTION_BACKOFF_FIRST
+    while True:
+        try:
+            return firestore.transactional(body)(
+                client.transaction(max_attempts=TRANSACTION_ATTEMPTS_PER_TRY)
+            )
+        except (gexc.Aborted, ValueError) as exc:
+            if not _aborted(exc):
+                raise
+            if time.monotonic() + backoff > deadline:
+                raise RetriableError(f"Firestore transaction kept aborting: {exc}") from exc
+        time.sleep(random.uniform(0, backoff))
+        backoff = min(backoff * 2, TRANSACTION_BACKOFF_MAX)
 
 
 class _Repository:
@@ -231,6 +269,15 @@ class EmailRepository(_Repository):
 # ---------------------------------------------------------------------------------------- sync state
 
 
+def _held_by_other(state: SyncState, sync_id: str, now: datetime) -> bool:
+    return (
+        state.active_sync_id is not None
+        and state.active_sync_id != sync_id
+        and state.lease_expires_at is not None
+        and state.lease_expires_at > now
+    )
+
+
 class SyncStateRepository(_Repository):
     """`syncState/{providerUserId}`: the lease (one sync per provider user) and the checkpoint.
 
@@ -245,10 +292,6 @@ class SyncStateRepository(_Repository):
         snapshot = self._document(provider_user_id).get()
         return SyncState.from_firestore(snapshot.to_dict() if snapshot.exists else None)
 
-    def _run_transaction(self, body: Any) -> Any:
-        transaction = self.client.transaction(max_attempts=LEASE_TRANSACTION_ATTEMPTS)
-        return firestore.transactional(body)(transaction)
-
     def acquire_lease(
         self, provider_user_id: str, sync_id: str, owner: str, timeout_seconds: float | None = None
     ) -> bool:
@@ -256,16 +299,14 @@ class SyncStateRepository(_Repository):
         document = self._document(provider_user_id)
         timeout = timeout_seconds if timeout_seconds is not None else get_settings().lease_timeout_seconds
 
+        # A second trigger usually finds the lease plainly held: answer that without a transaction.
+        if _held_by_other(self.get(provider_user_id), sync_id, _now()):
+            return False
+
         def body(transaction: firestore.Transaction) -> bool:
             state = SyncState.from_firestore(document.get(transaction=transaction).to_dict())
             now = _now()
-            held_by_other = (
-                state.active_sync_id is not None
-                and state.active_sync_id != sync_id
-                and state.lease_expires_at is not None
-                and state.lease_expires_at > now
-            )
-            if held_by_other:
+            if _held_by_other(state, sync_id, now):
                 return False
             transaction.set(
                 document,
@@ -278,7 +319,7 @@ class SyncStateRepository(_Repository):
             )
             return True
 
-        return bool(self._run_transaction(body))
+        return bool(run_transaction(self.client, body))
 
     def renew_lease(self, provider_user_id: str, sync_id: str, timeout_seconds: float | None = None) -> bool:
         """Push the expiry of a lease `sync_id` holds to now + timeout; false if it is no longer ours."""
@@ -292,7 +333,7 @@ class SyncStateRepository(_Repository):
             transaction.update(document, {"leaseExpiresAt": _now() + timedelta(seconds=timeout)})
             return True
 
-        return bool(self._run_transaction(body))
+        return bool(run_transaction(self.client, body))
 
     def release_lease(self, provider_user_id: str, sync_id: str) -> bool:
         """Give the lease up, only if `sync_id` still holds it (a taken-over lease stays with its taker)."""
@@ -305,7 +346,7 @@ class SyncStateRepository(_Repository):
             transaction.update(document, {"activeSyncId": None, "leaseOwner": None, "leaseExpiresAt": None})
             return True
 
-        return bool(self._run_transaction(body))
+        return bool(run_transaction(self.client, body))
 
     def save_cursor(self, provider_user_id: str, sync_id: str, cursor: BackfillCursor | None) -> None:
         """Checkpoint the backfill position of `sync_id` (None clears it).
@@ -325,7 +366,7 @@ class SyncStateRepository(_Repository):
                 )
             transaction.set(document, {"backfillCursor": value}, merge=True)
 
-        self._run_transaction(body)
+        run_transaction(self.client, body)
 
     def complete_backfill(self, provider_user_id: str, history_id: str | int) -> None:
         """The whole mailbox is stored: later syncs are incremental from `history_id`."""

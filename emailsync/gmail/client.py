@@ -7,8 +7,8 @@
   retry. Errors are classified in one place, `classify_http_error`, into `emailsync.errors` classes.
 - Tokens never reach a log line or an exception message.
 
-A `GmailClient` is not thread-safe (httplib2 connections are not); use one per thread. The pacing
-bucket is shared across clients of the same user, so several clients still respect one quota.
+httplib2 connections are not thread-safe, so each thread using a client gets its own connection; the
+pacing bucket is shared by every thread and every client of the same user, so they respect one quota.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import email.utils
 import json
 import logging
 import random
-import socket
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -50,14 +50,8 @@ from emailsync.models import ProviderCredentials
 logger = logging.getLogger(__name__)
 
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    httplib2.HttpLib2Error,
-    TransportError,
-    socket.timeout,
-    TimeoutError,
-    ConnectionError,
-    OSError,
-)
+# Network trouble: timeouts, resets, refused connections (OSError covers socket.timeout and ConnectionError).
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httplib2.HttpLib2Error, TransportError, OSError)
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -253,14 +247,12 @@ class GmailClient:
         self._batch_uri = (
             endpoint + gmail_settings.BATCH_PATH if endpoint else gmail_settings.GOOGLE_BATCH_URI
         )
-        http = google_auth_httplib2.AuthorizedHttp(
-            _google_credentials(credentials),
-            http=httplib2.Http(timeout=gmail_settings.HTTP_TIMEOUT_SECONDS),
-        )
+        self._google_credentials = _google_credentials(credentials)
+        self._thread_http = threading.local()
         self._service = build(
             "gmail",
             "v1",
-            http=http,
+            http=self._http(),
             static_discovery=True,
             cache_discovery=False,
             client_options={"api_endpoint": endpoint} if endpoint else None,
@@ -321,14 +313,17 @@ class GmailClient:
 
     def newest_message_before(self, before: datetime) -> datetime | None:
         """Date (internalDate) of the newest message older than `before`; None when there is none."""
-        page = self.list_messages(before=before, max_results=1)
-        if not page.ids:
-            return None
-        request = self._messages.get(userId="me", id=page.ids[0], format="minimal")
-        data = self._execute(request, self._costs.messages_get, "messages.get", allow_missing=True)
-        if data is None:  # deleted between the two calls: ask again
-            return self.newest_message_before(before)
-        return datetime.fromtimestamp(int(data.get("internalDate") or 0) / 1000, tz=UTC)
+        for _ in range(3):
+            page = self.list_messages(before=before, max_results=1)
+            if not page.ids:
+                return None
+            request = self._messages.get(userId="me", id=page.ids[0], format="minimal")
+            data = self._execute(request, self._costs.messages_get, "messages.get", allow_missing=True)
+            if data is not None:
+                return datetime.fromtimestamp(int(data.get("internalDate") or 0) / 1000, tz=UTC)
+            # deleted between the two calls: ask again
+        # Saying "nothing older" here would end a backfill early; let the caller retry later instead.
+        raise RetriableError("messages.list/get: the newest older message keeps disappearing")
 
     def list_history(self, start_history_id: str) -> HistoryChanges:
         """Every message added since `start_history_id` (all pages). 404 → `HistoryExpiredError`."""
@@ -401,10 +396,14 @@ class GmailClient:
     def _classify(self, exc: BaseException, operation: str) -> EmailSyncError:
         if isinstance(exc, EmailSyncError):
             return exc
+        if isinstance(exc, HttpError) and exc.resp is None:  # BatchError: the batch answer was unreadable
+            return RetriableError(f"{operation}: {_scrub(str(exc), self._secrets)[:200]}")
         if isinstance(exc, HttpError):
             return classify_http_error(
                 exc.resp.status, exc.content, exc.resp, operation=operation, secrets=self._secrets
             )
+        if isinstance(exc, RefreshError) and getattr(exc, "retryable", False):  # token endpoint 5xx/429
+            return RetriableError(f"{operation}: token refresh failed temporarily")
         if isinstance(exc, RefreshError):  # a 401 made google-auth refresh, and that failed
             detail = _scrub(str(exc.args[0]) if exc.args else type(exc).__name__, self._secrets)
             return AuthorizationRevokedError(f"{operation}: {detail[:200]}")
@@ -415,6 +414,16 @@ class GmailClient:
         return FatalError(
             f"{operation}: unexpected {type(exc).__name__}: {_scrub(str(exc), self._secrets)[:200]}"
         )
+
+    def _http(self) -> google_auth_httplib2.AuthorizedHttp:
+        """This thread's authorized connection (httplib2 must not be shared between threads)."""
+        http = getattr(self._thread_http, "http", None)
+        if http is None:
+            http = google_auth_httplib2.AuthorizedHttp(
+                self._google_credentials, http=httplib2.Http(timeout=gmail_settings.HTTP_TIMEOUT_SECONDS)
+            )
+            self._thread_http.http = http
+        return http
 
     def _pace(self, units: float) -> None:
         wait = self._bucket.reserve(units)
@@ -442,10 +451,13 @@ class GmailClient:
         self._bucket.pause(self._retry_delay(attempt, errors))
 
     def _backoff(self, attempt: int, errors: list[EmailSyncError]) -> None:
+        """Wait before retry `attempt`: what is left of a 429 pause, and the policy delay for other errors."""
+        delay = 0.0
         if any(_is_rate_limit(e) for e in errors):
-            delay = self._bucket.reserve(0)  # what is left of the pause set when the 429 arrived
-        else:
-            delay = self._retry_delay(attempt, errors)
+            delay = self._bucket.reserve(0)  # the pause was set (Retry-After) when the 429 arrived
+        others = [e for e in errors if not _is_rate_limit(e)]
+        if others:
+            delay = max(delay, self._retry_delay(attempt, others))
         logger.info("gmail retry %d in %.2fs (%d failing, e.g. %s)", attempt, delay, len(errors), errors[0])
         self._sleep(delay)
 
@@ -464,9 +476,14 @@ class GmailClient:
             self.stats.http_requests += 1
             self.stats.calls += 1
             try:
-                return request.execute(num_retries=0)
+                return request.execute(http=self._http(), num_retries=0)
             except Exception as exc:
-                if allow_missing and isinstance(exc, HttpError) and exc.resp.status == 404:
+                if (
+                    allow_missing
+                    and isinstance(exc, HttpError)
+                    and exc.resp is not None
+                    and exc.resp.status == 404
+                ):
                     return None
                 error = self._classify(exc, operation)
                 if not isinstance(error, RetriableError):
@@ -498,7 +515,11 @@ class GmailClient:
                         f"messages.get {request_id}: bad answer ({exc})"
                     )
                 return
-            if isinstance(exception, HttpError) and exception.resp.status == 404:
+            if (
+                isinstance(exception, HttpError)
+                and exception.resp is not None
+                and exception.resp.status == 404
+            ):
                 outcome.missing.append(request_id)
                 return
             outcome.failed[request_id] = self._classify(exception, f"messages.get {request_id}")
@@ -511,7 +532,7 @@ class GmailClient:
         self.stats.http_requests += 1
         self.stats.calls += len(chunk)
         try:
-            batch.execute()
+            batch.execute(http=self._http())
         except Exception as exc:  # the batch request as a whole failed: every part not answered fails with it
             error = self._classify(exc, "batch messages.get")
             if not isinstance(error, RetriableError):

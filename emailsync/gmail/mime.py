@@ -148,11 +148,13 @@ def decode_bytes(data: bytes, declared: str | None, errors: list[str], where: st
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    fallback = "windows-1252"
     try:
-        text = data.decode("windows-1252")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    errors.append(f"{where}: 8-bit bytes without a usable charset, decoded as windows-1252")
+        text = data.decode(fallback)
+    except UnicodeDecodeError:  # the five bytes windows-1252 leaves undefined
+        fallback = "latin-1"
+        text = data.decode(fallback)
+    errors.append(f"{where}: 8-bit bytes without a usable charset, decoded as {fallback}")
     return text
 
 
@@ -185,7 +187,7 @@ def _header_to_text(value: Any, errors: list[str], name: str) -> str:
         except Exception:
             return ""
     if any("\udc80" <= ch <= "\udcff" for ch in value):
-        raw = value.encode("ascii", "surrogateescape")
+        raw = value.encode("utf-8", "surrogateescape")
         value = decode_bytes(raw, None, [], name)
         errors.append(f"{name}: raw 8-bit bytes in header")
     return _FOLD.sub("", value)

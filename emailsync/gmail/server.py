@@ -151,14 +151,16 @@ class TokenBucket:
 
 
 def parse_search_date(value: str) -> int:
-    """`after:`/`before:` operand → epoch ms. YYYY/MM/DD (or YYYY-MM-DD) is UTC midnight; digits are
-    epoch seconds. Raises ValueError."""
+    """`after:`/`before:` operand → epoch ms. YYYY/MM/DD (or YYYY-MM-DD, MM/DD/YYYY) is UTC midnight;
+    digits are epoch seconds. Raises ValueError (also for impossible dates)."""
     if value.isdigit():
         return int(value) * 1000
-    match = re.fullmatch(r"(\d{4})[/-](\d{1,2})[/-](\d{1,2})", value)
-    if not match:
+    if match := re.fullmatch(r"(\d{4})[/-](\d{1,2})[/-](\d{1,2})", value):
+        year, month, day = (int(group) for group in match.groups())
+    elif match := re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", value):  # Gmail also takes MM/DD/YYYY
+        month, day, year = (int(group) for group in match.groups())
+    else:
         raise ValueError(value)
-    year, month, day = (int(group) for group in match.groups())
     return int(datetime(year, month, day, tzinfo=UTC).timestamp() * 1000)
 
 

@@ -81,7 +81,9 @@ class OpenAICompatibleServer:
             self.requests.clear()
             self.calls.clear()
 
-    def fail_next(self, path: str, status: int, *, times: int = 1, headers: dict[str, str] | None = None) -> None:
+    def fail_next(
+        self, path: str, status: int, *, times: int = 1, headers: dict[str, str] | None = None
+    ) -> None:
         """The next `times` requests to `path` answer `status` (with `headers`, e.g. Retry-After)."""
         with self._lock:
             queue = self._failures.setdefault(path, [])
@@ -122,25 +124,31 @@ class OpenAICompatibleServer:
             return 400, {}, _error("Schema must constrain tags with an enum.", "invalid_request_error")
         user_text = next((m["content"] for m in body.get("messages", []) if m.get("role") == "user"), "")
         words = set(re.findall(r"[a-z-]+", user_text.lower()))
-        tags = [tag for tag in allowed_tags if tag in words or tag.rstrip("s") in words][:3] or allowed_tags[:1]
+        tags = [tag for tag in allowed_tags if tag in words or tag.rstrip("s") in words][:3] or allowed_tags[
+            :1
+        ]
         _, _, content = user_text.partition("\n\n")
         summary = " ".join(content.split())[:200] or "An email."
         answer = json.dumps({"summary": summary, "tags": tags})
-        return 200, {}, {
-            "id": f"chatcmpl-{len(self.requests)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", "gpt-4o-mini"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer, "refusal": None},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-            ],
-            "usage": {"prompt_tokens": len(user_text) // 4, "completion_tokens": 40, "total_tokens": 0},
-        }
+        return (
+            200,
+            {},
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "gpt-4o-mini"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer, "refusal": None},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {"prompt_tokens": len(user_text) // 4, "completion_tokens": 40, "total_tokens": 0},
+            },
+        )
 
     def _embeddings(self, body: dict[str, Any]) -> tuple[int, dict, dict]:
         inputs = body.get("input")
@@ -157,12 +165,16 @@ class OpenAICompatibleServer:
                 encoded = vector
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(text) // 4 for text in inputs)
-        return 200, {}, {
-            "object": "list",
-            "data": data,
-            "model": body.get("model", "text-embedding-3-small"),
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+        return (
+            200,
+            {},
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", "text-embedding-3-small"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self

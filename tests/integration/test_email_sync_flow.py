@@ -3,20 +3,34 @@ real local enrichment, real Prefect API (one temporary server per session)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 from google.cloud import firestore
+from google.cloud.firestore_v1.vector import Vector
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from emailsync.config import get_settings
+from emailsync.errors import AuthorizationRevokedError
 from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+from emailsync.gmail.mailbox import Mailbox
 from emailsync.gmail.server import GmailApiServer
-from emailsync.models import SyncProgress, SyncStatus
+from emailsync.models import SyncMode, SyncProgress, SyncStatus
 from emailsync.seed import SeededAccount, seed_account
+from tests.fixtures.gmail import REPO_ROOT
 from tests.fixtures.prefect import PrefectTestServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.prefect]
@@ -129,7 +143,7 @@ def test_backfill_of_the_sample_mailbox_stores_every_message_once_enriched_with_
         .collection("emails")
         .stream()
     ]
-    assert all(isinstance(doc["embedding"], firestore.Vector) and len(doc["embedding"]) == 384 for doc in stored)
+    assert all(isinstance(doc["embedding"], Vector) and len(doc["embedding"]) == 384 for doc in stored)
     assert all(doc["summary"] and doc["tags"] and doc["enrichment"]["model"] for doc in stored)
     assert all(doc["appUserId"] == account.app_user_id for doc in stored)
 
@@ -150,3 +164,260 @@ def test_backfill_of_the_sample_mailbox_stores_every_message_once_enriched_with_
 
     state = SyncStateRepository(firestore_client).get(account.provider_user_id)
     assert state.backfill_completed and state.last_history_id and state.active_sync_id is None
+
+    limit_name = f"email-sync:{account.provider_user_id}"
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(limit_name).limit == 1
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def small_mailbox(sample_mailbox: Mailbox, count: int) -> Mailbox:
+    """`count` sample messages spread over the whole sample (so over many weeks), newest dated now."""
+    messages = sample_mailbox.newest_first()
+    step = len(messages) // count
+    return Mailbox.from_raw_messages([messages[i * step].raw for i in range(count)], shift_dates=True)
+
+
+def all_ids(mailbox: Mailbox) -> set[str]:
+    return {message.id for message in mailbox.newest_first()}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+# ------------------------------------------------------------------------------------------ resume
+
+
+def test_sync_killed_at_random_points_resumes_from_its_checkpoint_to_exactly_the_mailbox(
+    firestore_client, account, sample_mailbox, make_gmail_server, prefect_server, sync_environment, tmp_path
+):
+    mailbox = small_mailbox(sample_mailbox, 80)
+    server = make_gmail_server(mailbox, quota_units_per_second=TEST_QUOTA_UNITS_PER_SECOND)
+    lease_seconds = 3
+    sync_environment(server, EMAILSYNC_BATCH_SIZE="10", EMAILSYNC_LEASE_TIMEOUT_SECONDS=str(lease_seconds))
+    child_environment = {**os.environ, **prefect_server.environ()}  # emulator, Gmail server, settings
+    emails = EmailRepository(firestore_client)
+    sync_state = SyncStateRepository(firestore_client)
+    rng = random.Random(20261125)
+    kills = 0
+    for attempt in range(2):
+        stored_before = emails.count(account.provider_user_id)
+        kill_after_stored = min(stored_before + rng.randint(1, 25), len(mailbox) - 20)
+        with (tmp_path / f"sync-{attempt}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "flows.email_sync", account.provider_user_id],
+                cwd=REPO_ROOT,
+                env=child_environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                wait_for(
+                    lambda process=process, threshold=kill_after_stored: (
+                        process.poll() is not None or emails.count(account.provider_user_id) >= threshold
+                    ),
+                    timeout=120,
+                    what="the sync subprocess to store messages",
+                )
+                time.sleep(rng.uniform(0.0, 0.8))  # somewhere inside the next batch
+                if process.poll() is None:
+                    process.send_signal(signal.SIGKILL)
+                    kills += 1
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                process.wait(timeout=30)
+        state = sync_state.get(account.provider_user_id)
+        assert state.backfill_cursor is not None and not state.backfill_completed, (
+            "killed before any checkpoint"
+        )
+        time.sleep(lease_seconds + 0.5)  # the dead sync's lease expires; the next one takes it over
+    assert kills == 2
+    gets_before_rerun = server.stats.requests_by_method.get("messages.get", 0)
+
+    summary = run_sync(account.provider_user_id)
+
+    assert summary.resumed and not summary.skipped
+    ids = emails.list_ids(account.provider_user_id)
+    assert len(ids) == len(set(ids)) == emails.count(account.provider_user_id) == len(mailbox)
+    assert set(ids) == all_ids(mailbox)
+    # The rerun fetched only what the killed runs had not stored (plus at most the batch in flight).
+    gets_by_rerun = server.stats.requests_by_method.get("messages.get", 0) - gets_before_rerun
+    assert gets_by_rerun < len(mailbox)
+    docs = {doc.syncId: doc for doc in progress_docs(firestore_client, account.provider_user_id)}
+    assert docs[summary.sync_id].status is SyncStatus.COMPLETED and docs[summary.sync_id].progress == 100
+    assert docs[summary.sync_id].details.model_dump(by_alias=True)["emailsProcessed"] == len(mailbox)
+    interrupted = [doc for doc in docs.values() if doc.syncId != summary.sync_id]
+    assert len(interrupted) == 2 and all(doc.status is SyncStatus.FAILED for doc in interrupted)
+    state = sync_state.get(account.provider_user_id)
+    assert state.backfill_completed and state.backfill_cursor is None and state.active_sync_id is None
+
+
+# ------------------------------------------------------------------------------------------ failures
+
+
+def test_flaky_gmail_failing_one_call_in_ten_still_syncs_every_message(
+    firestore_client, account, sample_mailbox, make_gmail_server, sync_environment
+):
+    mailbox = small_mailbox(sample_mailbox, 60)
+    server = make_gmail_server(
+        mailbox, quota_units_per_second=TEST_QUOTA_UNITS_PER_SECOND, fail_rate=0.1, seed=11
+    )
+    sync_environment(server)
+
+    summary = run_sync(account.provider_user_id)
+
+    assert server.stats.errors_injected > 0
+    assert set(EmailRepository(firestore_client).list_ids(account.provider_user_id)) == all_ids(mailbox)
+    [doc] = progress_docs(firestore_client, account.provider_user_id)
+    assert doc.status is SyncStatus.COMPLETED and doc.syncId == summary.sync_id
+
+
+def test_revoked_gmail_authorization_fails_the_sync_at_once_without_retries_and_releases_the_lease(
+    firestore_client, account, fast_gmail, sync_environment
+):
+    sync_environment(fast_gmail)
+    fast_gmail.revoke(account.token)
+
+    with pytest.raises(AuthorizationRevokedError):
+        run_sync(account.provider_user_id)
+
+    [doc] = progress_docs(firestore_client, account.provider_user_id)
+    assert doc.status is SyncStatus.FAILED and "Gmail authorization revoked" in (doc.error or "")
+    # One call, answered 401: neither the Gmail client nor Prefect tried again.
+    assert fast_gmail.stats.requests_by_method == {"getProfile": 1}
+    flow_run_id = doc.details.model_dump(by_alias=True)["flowRunId"]
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
+    profile_runs = [run for run in task_runs if run.name.startswith("read-gmail-profile")]
+    assert len(profile_runs) == 1 and all(run.run_count <= 1 for run in task_runs)
+    assert SyncStateRepository(firestore_client).get(account.provider_user_id).active_sync_id is None
+
+
+# ------------------------------------------------------------------------------------------ concurrency
+
+
+def test_twenty_simultaneous_triggers_for_one_user_run_exactly_one_sync_and_skip_the_rest(
+    firestore_client, account, sample_mailbox, make_gmail_server, sync_environment, caplog
+):
+    mailbox = small_mailbox(sample_mailbox, 40)
+    # A slow quota keeps the one real sync running while the other nineteen arrive.
+    server = make_gmail_server(mailbox, quota_units_per_second=25)
+    sync_environment(server)
+    caplog.set_level(logging.INFO, logger="prefect.flow_runs")
+    start = threading.Barrier(20)
+    summaries: list[Any] = []
+    errors: list[BaseException] = []
+
+    def trigger() -> None:
+        start.wait()
+        try:
+            summaries.append(run_sync(account.provider_user_id))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=trigger) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=150)
+
+    assert not errors and len(summaries) == 20
+    [winner] = [summary for summary in summaries if not summary.skipped]
+    assert all(summary.active_sync_id == winner.sync_id for summary in summaries if summary.skipped)
+    assert winner.emails_stored == len(mailbox)
+    assert EmailRepository(firestore_client).count(account.provider_user_id) == len(mailbox)
+    docs = progress_docs(firestore_client, account.provider_user_id)
+    assert len(docs) == 20 and all(doc.status is SyncStatus.COMPLETED for doc in docs)
+    [real] = [doc for doc in docs if not (doc.details.model_extra or {}).get("skipped")]
+    assert real.syncId == winner.sync_id
+    skipped_line = f"skipped: sync {winner.sync_id} already running for {account.provider_user_id}"
+    assert sum(skipped_line in record.getMessage() for record in caplog.records) == 19
+
+
+# ------------------------------------------------------------------------------------------ incremental
+
+
+def test_incremental_sync_fetches_only_new_messages_and_an_expired_history_falls_back_to_one_backfill(
+    firestore_client, account, sample_mailbox, make_gmail_server, sync_environment
+):
+    mailbox = small_mailbox(sample_mailbox, 40)
+    server = make_gmail_server(mailbox, quota_units_per_second=TEST_QUOTA_UNITS_PER_SECOND)
+    sync_environment(server)
+    emails = EmailRepository(firestore_client)
+    assert run_sync(account.provider_user_id).mode is SyncMode.BACKFILL
+
+    known = all_ids(mailbox)
+    new_raws = [
+        m.raw for m in sample_mailbox.newest_first() if m.raw not in {k.raw for k in mailbox.newest_first()}
+    ]
+    added = {server.add_message(raw) for raw in new_raws[:3]}
+    server.reset_stats()
+    incremental = run_sync(account.provider_user_id, trigger="schedule")
+    assert incremental.mode is SyncMode.INCREMENTAL and incremental.emails_stored == 3
+    calls = server.stats.requests_by_method
+    assert calls.get("messages.get") == 3 and calls.get("history.list") == 1 and "messages.list" not in calls
+    assert set(emails.list_ids(account.provider_user_id)) == known | added
+
+    server.reset_stats()
+    idle = run_sync(account.provider_user_id, trigger="schedule")
+    assert idle.mode is SyncMode.INCREMENTAL and idle.emails_processed == 0
+    assert server.stats.requests_by_method == {"history.list": 1}  # an idle user costs one history call
+
+    mailbox.expire_history_before(mailbox.history_id + 1)
+    server.reset_stats()
+    fallback = run_sync(account.provider_user_id, trigger="schedule")
+    assert fallback.fell_back_to_backfill and fallback.mode is SyncMode.BACKFILL
+    calls = server.stats.requests_by_method
+    assert calls.get("history.list") == 1  # one 404, then one backfill: no loop
+    assert (
+        calls.get("messages.get", 0) <= 2 * len(added) + 40
+    )  # only the window probes; nothing re-downloaded
+    assert emails.count(account.provider_user_id) == len(known) + 3
+    state = SyncStateRepository(firestore_client).get(account.provider_user_id)
+    assert state.backfill_completed and int(state.last_history_id or 0) == mailbox.history_id
+
+
+# ------------------------------------------------------------------------------------------ look-back
+
+
+def mailbox_with_ages(sample_mailbox: Mailbox, ages: list[timedelta]) -> Mailbox:
+    mailbox = Mailbox()
+    now = datetime.now(UTC)
+    for message, age in zip(sample_mailbox.newest_first(), ages, strict=False):
+        mailbox.add_message(message.raw, internal_date_ms=int((now - age).timestamp() * 1000))
+    return mailbox
+
+
+def test_lookback_of_two_weeks_stores_only_newer_messages_and_empty_weeks_are_jumped(
+    firestore_client, account, sample_mailbox, fast_gmail, sync_environment
+):
+    ages = [timedelta(days=d) for d in (0, 1, 5, 13, 20, 60, 200, 400, 1100)]
+    whole = seed_account(
+        firestore_client, provider_user_id="pu-whole", family_id="family-whole", token="whole-token"
+    )
+    fast_gmail.add_mailbox(whole.token, mailbox_with_ages(sample_mailbox, ages))
+    fast_gmail.add_mailbox(account.token, bounded_mailbox := mailbox_with_ages(sample_mailbox, ages))
+    sync_environment(fast_gmail)
+    emails = EmailRepository(firestore_client)
+
+    run_sync(whole.provider_user_id)  # no look-back: the whole mailbox, about 157 weeks
+    assert emails.count(whole.provider_user_id) == len(ages)
+    weeks_spanned = 1100 // 7
+    assert fast_gmail.stats.requests_by_method["messages.list"] < weeks_spanned / 5
+
+    sync_environment(fast_gmail, EMAILSYNC_LOOKBACK_WEEKS="2")
+    summary = run_sync(account.provider_user_id)
+    newer = {
+        m.id for m, age in zip(bounded_mailbox.newest_first(), ages, strict=True) if age < timedelta(weeks=2)
+    }
+    assert set(emails.list_ids(account.provider_user_id)) == newer and len(newer) == 4
+    assert summary.emails_total_estimate == 4

@@ -40,7 +40,9 @@ class RecordingSleep:
         self.waits.append(seconds)
 
 
-def make_enricher(server: OpenAICompatibleServer, sleep: RecordingSleep, api_key: str = API_KEY) -> OpenAIEnricher:
+def make_enricher(
+    server: OpenAICompatibleServer, sleep: RecordingSleep, api_key: str = API_KEY
+) -> OpenAIEnricher:
     settings = Settings(openai_api_key=api_key, openai_base_url=server.base_url)
     return OpenAIEnricher(settings, sleep=sleep)
 
@@ -84,9 +86,9 @@ def test_openai_enrichment_gives_summary_taxonomy_tags_and_unit_384_vector_per_e
     assert len(query) == 384 and np.linalg.norm(query) == pytest.approx(1.0, abs=1e-6)
     chat_request = server.requests_to(CHAT_PATH)[0]
     assert chat_request["response_format"]["json_schema"]["strict"] is True
-    assert chat_request["response_format"]["json_schema"]["schema"]["properties"]["tags"]["items"]["enum"] == (
-        TAXONOMY
-    )
+    assert chat_request["response_format"]["json_schema"]["schema"]["properties"]["tags"]["items"][
+        "enum"
+    ] == (TAXONOMY)
     assert sleep.waits == []
 
 

@@ -6,6 +6,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -183,6 +184,22 @@ def test_client_that_knows_the_quota_gets_no_429(
     assert client.stats.paced_seconds > 1.0  # it waited for units instead of being refused
 
 
+def test_clients_of_one_user_on_several_threads_share_the_quota_without_429(
+    make_gmail_server: Callable[..., GmailApiServer], sample_mailbox: Mailbox
+) -> None:
+    server = make_gmail_server(sample_mailbox, quota_units_per_second=50)  # 10 messages/s for the user
+    ids = [m.id for m in sample_mailbox.newest_first()][:24]
+    shared_client = make_client(server, "one-user", quota=50)
+    second_client = make_client(server, "one-user", quota=50)  # same user: same quota bucket
+    jobs = [(shared_client, ids[0:8]), (shared_client, ids[8:16]), (second_client, ids[16:24])]
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda job: job[0].get_messages(job[1]), jobs))
+
+    assert [[m.id for m in messages] for messages in results] == [job[1] for job in jobs]
+    assert server.stats.rate_limited == 0
+
+
 def test_retry_after_is_honoured_when_the_client_overestimates_the_quota(
     make_gmail_server: Callable[..., GmailApiServer], sample_mailbox: Mailbox
 ) -> None:
@@ -204,6 +221,26 @@ def test_retry_after_is_honoured_when_the_client_overestimates_the_quota(
     assert client.stats.rate_limited == server.stats.rate_limited
     assert sum(slept) >= 1.5 and max(slept) >= 0.9
     assert client.batch_size < gmail_settings.INITIAL_BATCH_SIZE  # batches shrank after the 429s
+
+
+def test_unreachable_server_is_retriable_once_the_retries_are_spent(
+    make_gmail_server: Callable[..., GmailApiServer],
+) -> None:
+    server = make_gmail_server()
+    url = server.url
+    server.stop()
+    fake = FakeTime()
+    client = GmailClient(
+        ProviderCredentials(token="unreachable"),
+        Settings(gmail_api_endpoint=url, quota_units_per_second=1e9),
+        retry_policy=RetryPolicy(max_attempts=3),
+        bucket=TokenBucket(1e9, 1e9, clock=fake.monotonic, sleep=fake.sleep),
+        sleep=fake.sleep,
+    )
+
+    with pytest.raises(RetriableError, match=r"users\.getProfile"):
+        client.get_profile()
+    assert len(fake.sleeps) == 2 and client.stats.server_errors == 3
 
 
 # ------------------------------------------------------------------------------------------ history
@@ -265,7 +302,22 @@ def test_revoked_authorization_raises_and_never_leaks_the_token(
     assert token not in caplog.text
 
 
-# ------------------------------------------------------------------------------------------ classification
+# ------------------------------------------------------------------------------ pacing and classification
+
+
+def test_pacing_bucket_spends_no_faster_than_its_rate_and_a_pause_holds_everyone() -> None:
+    fake = FakeTime()
+    bucket = TokenBucket(rate=100, capacity=50, initial=50, clock=fake.monotonic, sleep=fake.sleep)
+    started = fake.now
+
+    for _ in range(20):
+        bucket.acquire(25)  # 500 units: the first 50 are the burst, the other 450 come at 100/s
+    assert fake.now - started == pytest.approx(4.5)
+
+    bucket.pause(3.0)  # a 429 with Retry-After: 3
+    paused_at = fake.now
+    bucket.acquire(50)
+    assert fake.now - paused_at == pytest.approx(3.0)  # 300 units refilled meanwhile, capped at 50
 
 
 @pytest.mark.parametrize(

@@ -163,13 +163,17 @@ def test_missing_credentials_are_a_fatal_error_and_stored_ones_round_trip(
 def test_twenty_concurrent_acquirers_exactly_one_gets_the_lease(firestore_client: firestore.Client) -> None:
     state = SyncStateRepository(firestore_client)
     results: dict[str, bool] = {}
+    errors: dict[str, str] = {}
     start_together = threading.Barrier(20)
 
     def acquire(sync_id: str) -> None:
         start_together.wait()
-        results[sync_id] = state.acquire_lease(
-            PROVIDER_USER, sync_id, owner=f"worker-{sync_id}", timeout_seconds=60
-        )
+        try:
+            results[sync_id] = state.acquire_lease(
+                PROVIDER_USER, sync_id, owner=f"worker-{sync_id}", timeout_seconds=60
+            )
+        except Exception as exc:  # reported below: a crashed acquirer is a failure, not a loser
+            errors[sync_id] = repr(exc)
 
     threads = [threading.Thread(target=acquire, args=(f"sync-{index}",)) for index in range(20)]
     for thread in threads:
@@ -178,6 +182,7 @@ def test_twenty_concurrent_acquirers_exactly_one_gets_the_lease(firestore_client
         thread.join(timeout=60)
 
     winners = [sync_id for sync_id, won in results.items() if won]
+    assert errors == {}
     assert len(results) == 20
     assert len(winners) == 1
     stored = state.get(PROVIDER_USER)
