@@ -129,12 +129,18 @@ class PrefectServerProcess:
             raise RuntimeError(f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
 
-    def start_worker(self, pool: str, name: str, extra_env: dict[str, str] | None = None) -> None:
-        """A `prefect worker start --type process` subprocess; its flow runs inherit `extra_env`."""
+    def start_worker(
+        self, pool: str, name: str, extra_env: dict[str, str] | None = None, limit: int | None = None
+    ) -> None:
+        """A `prefect worker start --type process` subprocess (at most `limit` concurrent flow runs);
+        its flow runs inherit `extra_env`. Its log is `worker-{name}.log` under `home`."""
         log = (self.home / f"worker-{name}.log").open("wb")
+        command = [self._prefect, "worker", "start", "--pool", pool, "--type", "process", "--name", name]
+        if limit is not None:
+            command += ["--limit", str(limit)]
         self._workers.append(
             subprocess.Popen(
-                [self._prefect, "worker", "start", "--pool", pool, "--type", "process", "--name", name],
+                command,
                 env=self.env(extra_env),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -43,6 +43,9 @@ def run_demo(mbox: Path | None = None, console: Console | None = None) -> int:
     mbox = mbox or SAMPLE_MBOX
     # Prefect's own INFO lines would tear the progress bar apart; its warnings still show.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Offline and quiet: no telemetry from Prefect's temporary server (as `make` exports too).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     started = time.monotonic()
     with contextlib.ExitStack() as stack:  # everything started, stopped in reverse order
         try:
@@ -254,7 +257,9 @@ def _print_results(
         tag_table.add_row(tag, str(count))
     console.print(tag_table)
 
-    sample = next((row for row in rows if row.get("summary") and row.get("subject")), None)
+    # A readable example: a real summary (not a one-liner) of a message that isn't spam.
+    candidates = [r for r in rows if r.get("subject") and "spam" not in (r.get("tags") or [])]
+    sample = next((r for r in candidates if 60 <= len(r.get("summary") or "") <= 240), None)
     if sample:
         console.print(f"[bold]sample[/] {sample['subject']!r} from {sample.get('from', '')}")
         console.print(f"  summary: {sample['summary']}")

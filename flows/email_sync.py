@@ -13,6 +13,7 @@ overhead small. Run one sync from a shell with `python -m flows.email_sync PROVI
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
@@ -109,13 +110,14 @@ def email_sync(
     if lease.taken_over_from:
         # Its worker died (or hung) without finishing its progress document: say so instead of leaving
         # it "in progress" forever; this sync resumes the work from the checkpoint.
+        # In the background: a worker killed inside a progress write can leave that document locked.
         logger.warning("sync %s took over the expired lease of sync %s", sync_id, lease.taken_over_from)
-        _fail_quietly(
-            progress,
-            lease.taken_over_from,
-            f"the sync was interrupted (its worker stopped); sync {sync_id} resumed it",
-            resumed_by=sync_id,
-        )
+        threading.Thread(
+            target=_mark_interrupted,
+            args=(progress, lease.taken_over_from, sync_id),
+            name=f"mark-interrupted-{lease.taken_over_from}",
+            daemon=True,
+        ).start()
 
     started = time.perf_counter()
     resources = SyncResources(
@@ -375,6 +377,17 @@ def _fail_quietly(progress: ProgressWriter, sync_id: str, cause: str, **details:
         progress.fail(sync_id, cause, **details)
     except Exception as exc:
         get_run_logger().warning("could not mark sync %s failed: %s", sync_id, exc)
+
+
+def _mark_interrupted(progress: ProgressWriter, interrupted_sync_id: str, resumed_by: str) -> None:
+    try:
+        progress.fail(
+            interrupted_sync_id,
+            f"the sync was interrupted (its worker stopped); sync {resumed_by} resumed it",
+            resumed_by=resumed_by,
+        )
+    except Exception as exc:  # already finished, or still locked by the dead worker
+        logging.getLogger(__name__).info("sync %s not marked interrupted: %s", interrupted_sync_id, exc)
 
 
 def _tag_flow_run(*tags: str) -> str | None:

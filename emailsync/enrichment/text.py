@@ -34,12 +34,13 @@ _BOILERPLATE = re.compile(
 )
 _URL_ONLY = re.compile(r"^[<(\[]*(?:https?://|www\.|mailto:)\S*[>)\]]*$", re.IGNORECASE)
 _URL = re.compile(r"<?(?:https?://|www\.)\S+>?", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+# A sentence ends at . ! ? before a capital, digit or non-Latin letter (lower-case ASCII continues it).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?(?![a-z])[^\W_])|(?<=[。！？])\s*")
 # A "sentence" ending in one of these was split after an abbreviation: glue it to the next one.
 _ABBREVIATION_END = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Prof|St|Jr|Sr|vs|etc|Inc|Ltd|Co|No|approx|e\.g|i\.e)\.$")
 _WHITESPACE = re.compile(r"\s+")
-_LETTER = re.compile(r"[A-Za-z]")
-_WORD = re.compile(r"[a-z][a-z0-9'-]{2,}")
+_LETTER = re.compile(r"[^\W\d_]")  # any script's letters, not just ASCII
+_WORD = re.compile(r"[^\W\d_][\w'-]{2,}")
 _GREETING = re.compile(
     r"^(?:hi|hello|hey|dear|greetings|thanks|thank you|regards|best|cheers|sincerely|yours)\b",
     re.IGNORECASE,
@@ -133,7 +134,8 @@ def split_sentences(paragraphs: Sequence[str]) -> list[str]:
         for piece in pieces:
             sentence = _WHITESPACE.sub(" ", piece).strip(" -*•\t")
             words = sentence.count(" ") + 1
-            if words < 4 or len(sentence) < 20:
+            # Word counts mean nothing in scripts written without spaces (Chinese, Japanese).
+            if len(sentence) < 20 or (words < 4 and sentence.isascii()):
                 continue
             if _GREETING.match(sentence) and len(sentence) < 60:
                 continue

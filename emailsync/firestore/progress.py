@@ -12,8 +12,9 @@ document, and the frontend cannot show more). A coalesced update is never lost: 
 latest value at `last_write + min_interval`. State transitions (start, complete, fail) are written at
 once, folding in any update still waiting.
 
-Every write is a transaction that re-reads the stored status, so a sync that another process already
-finished (or failed) stays finished. A retry of a failed sync gets a new syncId.
+Every write re-reads the stored status and is conditioned on it being unchanged (compare-and-set), so a
+sync that another process already finished (or failed) stays finished. A retry of a failed sync gets a
+new syncId.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pydantic.alias_generators import to_camel
 
 from emailsync.errors import FatalError
 from emailsync.firestore.client import get_firestore_client
+from emailsync.firestore.repositories import compare_and_set
 from emailsync.models import (
     FirestoreModel,
     SyncDetails,
@@ -168,26 +170,27 @@ class ProgressWriter:
             if self._states.get(sync_id) is state:
                 del self._states[sync_id]
 
-    def _transact(
+    def _write_transition(
         self, sync_id: str, target: SyncStatus, fields: Callable[[SyncStatus, int], dict[str, Any]]
     ) -> None:
-        """Read the stored status in a transaction, check the move to `target`, write `fields(...)`."""
-        document = self._document(sync_id)
+        """Check the move from the stored status to `target` and write `fields(...)`, atomically.
 
-        def body(transaction: firestore.Transaction) -> None:
-            snapshot = document.get(transaction=transaction)
+        A compare-and-set, not a transaction: a worker killed inside a transaction would leave a lock
+        on the document that blocks the next writer (the emulator keeps such locks).
+        """
+
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any]:
             if not snapshot.exists:
                 raise SyncProgressNotFoundError.for_sync(sync_id)
             data = snapshot.to_dict() or {}
             current = SyncStatus(data.get("status", SyncStatus.PENDING.value))
             check_transition(sync_id, current, target)
-            stored_progress = int(data.get("progress") or 0)
-            update = fields(current, stored_progress)
+            update = fields(current, int(data.get("progress") or 0))
             update["status"] = target.value
             update["updatedAt"] = firestore.SERVER_TIMESTAMP
-            transaction.update(document, update)
+            return update
 
-        firestore.transactional(body)(self.client.transaction())
+        compare_and_set(self.client, self._document(sync_id), decide)
 
     def _write_in_progress(self, sync_id: str, state: _DocumentState) -> None:
         """Write the waiting update now (caller holds `state.lock`); the update stays waiting on error."""
@@ -197,7 +200,7 @@ class ProgressWriter:
             return {"progress": max(stored_progress, progress or 0), **details}
 
         try:
-            self._transact(sync_id, SyncStatus.IN_PROGRESS, fields)
+            self._write_transition(sync_id, SyncStatus.IN_PROGRESS, fields)
         except IllegalTransitionError as exc:
             state.status = exc.current
             raise
@@ -271,19 +274,17 @@ class ProgressWriter:
         data = {**initial.to_firestore(), "startedAt": firestore.SERVER_TIMESTAMP}
         data["updatedAt"] = firestore.SERVER_TIMESTAMP
 
-        def body(transaction: firestore.Transaction) -> bool:
-            snapshot = document.get(transaction=transaction)
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
             if snapshot.exists:
                 current = SyncStatus((snapshot.to_dict() or {}).get("status", SyncStatus.PENDING.value))
                 if current is not SyncStatus.PENDING:
                     raise IllegalTransitionError(sync_id, current, SyncStatus.PENDING)
-                return False
-            transaction.create(document, data)
-            return True
+                return None
+            return data
 
         state = self._state(sync_id)
         with state.lock:
-            created = firestore.transactional(body)(self.client.transaction())
+            created = compare_and_set(self.client, document, decide)
             if created:
                 state.last_write = time.monotonic()
             state.status = SyncStatus.PENDING
@@ -367,7 +368,7 @@ class ProgressWriter:
                 return {"progress": progress, "error": error, **all_details}
 
             try:
-                self._transact(sync_id, target, fields)
+                self._write_transition(sync_id, target, fields)
             except IllegalTransitionError as exc:
                 state.status = exc.current
                 raise

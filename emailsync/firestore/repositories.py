@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -42,50 +42,46 @@ MAX_BATCH_WRITES = 500
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 # batchGet answers are streamed, but one request naming thousands of documents is needlessly large.
 MAX_GET_ALL_REFS = 500
-# Transactions that contend on one document abort each other (the emulator, unlike production, can
-# abort every contender at once and livelock when they retry in lockstep). The client's own retries
-# are immediate, so `run_transaction` adds jittered exponential backoff around a few of them.
-TRANSACTION_ATTEMPTS_PER_TRY = 1
-TRANSACTION_DEADLINE_SECONDS = 60.0
-TRANSACTION_BACKOFF_FIRST = 0.02
-TRANSACTION_BACKOFF_MAX = 1.0
+# Read-decide-write on one document is a compare-and-set: the write is conditioned on the version that
+# was read (`update_time`, or "does not exist yet"), so of many concurrent writers exactly one lands and
+# the others decide again on fresh data. (Firestore transactions would do the same but lock on read;
+# the emulator resolves lock conflicts only by a 2 s timeout, so 20 contenders can livelock there.)
+COMPARE_AND_SET_ATTEMPTS = 25
+COMPARE_AND_SET_JITTER_SECONDS = 0.02
 # `find_nearest` puts the cosine distance of each hit into this extra field of the returned record.
 VECTOR_DISTANCE_FIELD = "vectorDistance"
-
-T = TypeVar("T")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aborted(exc: BaseException) -> bool:
-    """The transaction lost to a concurrent one (the client wraps its last Aborted in a ValueError)."""
-    return isinstance(exc, gexc.Aborted) or (
-        isinstance(exc, ValueError) and isinstance(exc.__cause__, gexc.Aborted)
-    )
+def compare_and_set(
+    client: firestore.Client,
+    document: firestore.DocumentReference,
+    decide: Callable[[firestore.DocumentSnapshot], dict[str, Any] | None],
+) -> bool:
+    """Atomically read `document`, let `decide` compute the write, and write it only if nothing changed.
 
-
-def run_transaction(client: firestore.Client, body: Callable[[firestore.Transaction], T]) -> T:
-    """Run `body` in a Firestore transaction, retrying with jittered backoff while contenders abort it.
-
-    Exceptions `body` raises (e.g. `LeaseHeldError`) roll back and propagate at once; a transaction that
-    keeps aborting for `TRANSACTION_DEADLINE_SECONDS` raises `RetriableError`.
+    `decide(snapshot)` returns the fields to write (field paths for an existing document, a whole
+    document for a missing one) or None to write nothing; it may raise to refuse. Returns whether a
+    write landed. A document that keeps changing under us raises `RetriableError`.
     """
-    deadline = time.monotonic() + TRANSACTION_DEADLINE_SECONDS
-    backoff = TRANSACTION_BACKOFF_FIRST
-    while True:
+    for _attempt in range(COMPARE_AND_SET_ATTEMPTS):
+        snapshot = document.get()
+        fields = decide(snapshot)
+        if fields is None:
+            return False
         try:
-            return firestore.transactional(body)(
-                client.transaction(max_attempts=TRANSACTION_ATTEMPTS_PER_TRY)
-            )
-        except (gexc.Aborted, ValueError) as exc:
-            if not _aborted(exc):
-                raise
-            if time.monotonic() + backoff > deadline:
-                raise RetriableError(f"Firestore transaction kept aborting: {exc}") from exc
-        time.sleep(random.uniform(0, backoff))
-        backoff = min(backoff * 2, TRANSACTION_BACKOFF_MAX)
+            if snapshot.exists:
+                precondition = client.write_option(last_update_time=snapshot.update_time)
+                document.update(fields, option=precondition)
+            else:
+                document.create(fields)
+            return True
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound):
+            time.sleep(random.uniform(0, COMPARE_AND_SET_JITTER_SECONDS))  # lost the race: decide again
+    raise RetriableError(f"{document.path} kept changing during {COMPARE_AND_SET_ATTEMPTS} attempts")
 
 
 class _Repository:
@@ -269,6 +265,10 @@ class EmailRepository(_Repository):
 # ---------------------------------------------------------------------------------------- sync state
 
 
+def _state_of(snapshot: firestore.DocumentSnapshot) -> SyncState:
+    return SyncState.from_firestore(snapshot.to_dict() if snapshot.exists else None)
+
+
 def _held_by_other(state: SyncState, sync_id: str, now: datetime) -> bool:
     return (
         state.active_sync_id is not None
@@ -295,58 +295,37 @@ class SyncStateRepository(_Repository):
     def acquire_lease(
         self, provider_user_id: str, sync_id: str, owner: str, timeout_seconds: float | None = None
     ) -> bool:
-        """Take the lease for `sync_id`: true if it was free, expired, or already held by `sync_id`."""
-        document = self._document(provider_user_id)
+        """Take the lease for `sync_id`: true if it was free, expired, or already held by `sync_id`.
+
+        A compare-and-set on the state document: of any number of concurrent acquirers exactly one wins.
+        """
         timeout = timeout_seconds if timeout_seconds is not None else get_settings().lease_timeout_seconds
 
-        # A second trigger usually finds the lease plainly held: answer that without a transaction.
-        if _held_by_other(self.get(provider_user_id), sync_id, _now()):
-            return False
-
-        def body(transaction: firestore.Transaction) -> bool:
-            state = SyncState.from_firestore(document.get(transaction=transaction).to_dict())
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
             now = _now()
-            if _held_by_other(state, sync_id, now):
-                return False
-            transaction.set(
-                document,
-                {
-                    "activeSyncId": sync_id,
-                    "leaseOwner": owner,
-                    "leaseExpiresAt": now + timedelta(seconds=timeout),
-                },
-                merge=True,
-            )
-            return True
+            if _held_by_other(_state_of(snapshot), sync_id, now):
+                return None
+            return {
+                "activeSyncId": sync_id,
+                "leaseOwner": owner,
+                "leaseExpiresAt": now + timedelta(seconds=timeout),
+            }
 
-        return bool(run_transaction(self.client, body))
+        return compare_and_set(self.client, self._document(provider_user_id), decide)
 
     def renew_lease(self, provider_user_id: str, sync_id: str, timeout_seconds: float | None = None) -> bool:
         """Push the expiry of a lease `sync_id` holds to now + timeout; false if it is no longer ours."""
-        document = self._document(provider_user_id)
-        timeout = timeout_seconds if timeout_seconds is not None else get_settings().lease_timeout_seconds
-
-        def body(transaction: firestore.Transaction) -> bool:
-            state = SyncState.from_firestore(document.get(transaction=transaction).to_dict())
-            if state.active_sync_id != sync_id:
-                return False
-            transaction.update(document, {"leaseExpiresAt": _now() + timedelta(seconds=timeout)})
-            return True
-
-        return bool(run_transaction(self.client, body))
+        return self.checkpoint(provider_user_id, sync_id, None, timeout_seconds)
 
     def release_lease(self, provider_user_id: str, sync_id: str) -> bool:
         """Give the lease up, only if `sync_id` still holds it (a taken-over lease stays with its taker)."""
-        document = self._document(provider_user_id)
 
-        def body(transaction: firestore.Transaction) -> bool:
-            state = SyncState.from_firestore(document.get(transaction=transaction).to_dict())
-            if state.active_sync_id != sync_id:
-                return False
-            transaction.update(document, {"activeSyncId": None, "leaseOwner": None, "leaseExpiresAt": None})
-            return True
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
+            if _state_of(snapshot).active_sync_id != sync_id:
+                return None
+            return {"activeSyncId": None, "leaseOwner": None, "leaseExpiresAt": None}
 
-        return bool(run_transaction(self.client, body))
+        return compare_and_set(self.client, self._document(provider_user_id), decide)
 
     def save_cursor(self, provider_user_id: str, sync_id: str, cursor: BackfillCursor | None) -> None:
         """Checkpoint the backfill position of `sync_id` (None clears it).
@@ -354,19 +333,43 @@ class SyncStateRepository(_Repository):
         Fenced by the lease: a sync whose lease was taken over must not move the new holder's cursor,
         so this raises `LeaseHeldError` when another sync holds the lease.
         """
-        document = self._document(provider_user_id)
         value = cursor.to_firestore() if cursor is not None else None
 
-        def body(transaction: firestore.Transaction) -> None:
-            state = SyncState.from_firestore(document.get(transaction=transaction).to_dict())
-            if state.active_sync_id is not None and state.active_sync_id != sync_id:
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any]:
+            holder = _state_of(snapshot).active_sync_id
+            if holder is not None and holder != sync_id:
                 raise LeaseHeldError(
-                    f"sync {sync_id} cannot save its cursor: sync {state.active_sync_id} holds the lease "
+                    f"sync {sync_id} cannot save its cursor: sync {holder} holds the lease "
                     f"of provider user {provider_user_id}"
                 )
-            transaction.set(document, {"backfillCursor": value}, merge=True)
+            return {"backfillCursor": value}
 
-        run_transaction(self.client, body)
+        compare_and_set(self.client, self._document(provider_user_id), decide)
+
+    def checkpoint(
+        self,
+        provider_user_id: str,
+        sync_id: str,
+        cursor: BackfillCursor | None,
+        timeout_seconds: float | None = None,
+    ) -> bool:
+        """Save the cursor (when given) and renew the lease of `sync_id` in one conditional write.
+
+        No transaction on purpose: this runs after every batch, and a worker killed inside a transaction
+        leaves a lock that blocks every later write to the document (the emulator never drops it).
+        False (and nothing written) when `sync_id` does not hold the lease.
+        """
+        timeout = timeout_seconds if timeout_seconds is not None else get_settings().lease_timeout_seconds
+
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
+            if not snapshot.exists or _state_of(snapshot).active_sync_id != sync_id:
+                return None
+            update: dict[str, Any] = {"leaseExpiresAt": _now() + timedelta(seconds=timeout)}
+            if cursor is not None:
+                update["backfillCursor"] = cursor.to_firestore()
+            return update
+
+        return compare_and_set(self.client, self._document(provider_user_id), decide)
 
     def complete_backfill(self, provider_user_id: str, history_id: str | int) -> None:
         """The whole mailbox is stored: later syncs are incremental from `history_id`."""

@@ -200,19 +200,23 @@ class SyncSession:
             batches=point.batches,
             current_window=outcome.window,
         )
-        if cursor_after is not None:
-            cursor = cursor_after.model_copy(
+        cursor = (
+            None
+            if cursor_after is None
+            else cursor_after.model_copy(
                 update={"emails_processed": point.emails_processed, "batches": point.batches}
             )
-            self.sync_state.save_cursor(self.provider_user_id, self.sync_id, cursor)
-        self.renew_lease()
+        )
+        if not self.sync_state.checkpoint(
+            self.provider_user_id, self.sync_id, cursor, self.lease_timeout_seconds
+        ):
+            self._lost_lease()
         outcome.store_seconds += time.perf_counter() - started
         return outcome
 
-    def renew_lease(self) -> None:
-        if not self.sync_state.renew_lease(self.provider_user_id, self.sync_id, self.lease_timeout_seconds):
-            active = self.sync_state.get(self.provider_user_id).active_sync_id
-            raise LeaseHeldError(
-                f"sync {self.sync_id} lost its lease on provider user {self.provider_user_id} "
-                f"to sync {active} (presumed dead after {self.lease_timeout_seconds:g}s without renewal)"
-            )
+    def _lost_lease(self) -> None:
+        active = self.sync_state.get(self.provider_user_id).active_sync_id
+        raise LeaseHeldError(
+            f"sync {self.sync_id} lost its lease on provider user {self.provider_user_id} "
+            f"to sync {active} (presumed dead after {self.lease_timeout_seconds:g}s without renewal)"
+        )

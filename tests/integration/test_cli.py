@@ -117,3 +117,10 @@ def test_search_for_an_unknown_provider_user_is_a_clear_error(firestore_client: 
 
     assert result.exit_code == EXIT_BAD_INPUT
     assert "unknown provider user" in result.stderr
+
+
+def test_sync_of_an_unknown_provider_user_is_a_clear_error(firestore_client: firestore.Client):
+    result = runner.invoke(app, ["sync", "pu-nobody"])
+
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "unknown provider user 'pu-nobody'" in result.stderr

@@ -56,9 +56,7 @@ def test_periodic_sync_stores_exactly_the_new_messages_and_idle_users_cost_one_h
             token=token,
             gmail_active=True,
         )
-    import time as _t; _t0 = _t.perf_counter()
-    first = periodic_email_sync(max_concurrency=10)
-    print("FIRST", _t.perf_counter() - _t0)
+    first = periodic_email_sync()
     assert sorted(first.completed) == USERS, first.failed
     state = SyncStateRepository(firestore_client)
     assert all(state.get(user).backfill_completed for user in USERS)
@@ -74,9 +72,7 @@ def test_periodic_sync_stores_exactly_the_new_messages_and_idle_users_cost_one_h
         }
     gmail_server.reset_stats()
 
-    _t0 = _t.perf_counter()
-    second = periodic_email_sync(max_concurrency=10)
-    print("SECOND", _t.perf_counter() - _t0)
+    second = periodic_email_sync()
 
     assert sorted(second.completed) == USERS, second.failed
     for user in USERS:

@@ -271,3 +271,21 @@ def test_a_sync_that_lost_its_lease_cannot_move_the_cursor(firestore_client: fir
     with pytest.raises(LeaseHeldError, match="sync-new holds the lease"):
         state.save_cursor(PROVIDER_USER, "sync-old", cursor)
     assert state.get(PROVIDER_USER).backfill_cursor is None
+
+
+def test_checkpoint_saves_the_cursor_and_renews_the_lease_only_for_the_holder(
+    firestore_client: firestore.Client,
+) -> None:
+    state = SyncStateRepository(firestore_client)
+    state.acquire_lease(PROVIDER_USER, "sync-a", owner="worker-1", timeout_seconds=5)
+    cursor = BackfillCursor(
+        window_start=datetime(2026, 1, 1, tzinfo=UTC), window_end=datetime(2026, 1, 8, tzinfo=UTC)
+    )
+
+    assert not state.checkpoint(PROVIDER_USER, "sync-b", cursor, timeout_seconds=600)
+    assert state.get(PROVIDER_USER).backfill_cursor is None
+
+    assert state.checkpoint(PROVIDER_USER, "sync-a", cursor, timeout_seconds=600)
+    stored = state.get(PROVIDER_USER)
+    assert stored.backfill_cursor == cursor
+    assert stored.lease_expires_at > datetime.now(UTC) + timedelta(seconds=300)

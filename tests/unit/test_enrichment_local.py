@@ -128,6 +128,28 @@ def test_summary_leaves_out_quoted_text_and_signature(local_enricher):
     assert enrichment.summary == "The plumber confirmed Tuesday at 10am to fix the kitchen sink leak."
 
 
+def test_non_latin_emails_are_summarised_from_their_body(local_enricher):
+    items = [
+        EnrichmentInput(
+            message_id="ru",
+            subject="Школа",
+            body_text="Привет! Встреча родителей в школе состоится в четверг в 18:00. Пожалуйста, приходите.",
+        ),
+        EnrichmentInput(
+            message_id="ja",
+            subject="会議",
+            body_text="明日の会議は午後三時からです。会議室は三階の大きい部屋になりますので、よろしくお願いします。",
+        ),
+    ]
+
+    russian, japanese = local_enricher.enrich(items)
+
+    assert russian.summary.startswith("Встреча родителей в школе")
+    assert "会議室は三階" in japanese.summary
+    assert_complete(russian, local_enricher)
+    assert_complete(japanese, local_enricher)
+
+
 def test_empty_garbage_and_huge_inputs_do_not_crash_and_still_get_complete_enrichments(local_enricher):
     items = [
         EnrichmentInput(message_id="nothing"),

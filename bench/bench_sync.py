@@ -1,0 +1,224 @@
+"""End-to-end `email_sync` figures: real Firestore emulator, real local Gmail server, real Prefect API.
+
+- quota: msg/s of a whole backfill at 250 units/s ÷ the ceiling (250 ÷ 5 units per messages.get =
+  50 msg/s), on the full corpus (≥ 300 messages; the sample when the corpus is absent). Two datings
+  of the same messages: "dense" (spread over the last four weeks, like an active inbox) and "corpus"
+  (their own dates, 1998-2010: two dozen mostly tiny weeks separated by years, so each window costs
+  probe + list calls that a dense inbox amortises).
+- Prefect overhead: task-run time outside the domain calls ÷ sync wall time (= per batch ÷ batch time).
+- enrichment msg/s inside the flow (local MiniLM backend).
+- peak RSS of a sync subprocess (`python -m flows.email_sync`) for ~1k vs ~10k messages, with the
+  quota lifted; the corpus replicated with distinct Message-IDs.
+
+Ratios are measured within one run. Run with `python -m bench.run sync`.
+"""
+
+from __future__ import annotations
+
+import json
+import mailbox as std_mailbox
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CORPUS_DIR = REPO_ROOT.parent / "shared" / "corpus"
+SAMPLE_MBOX = REPO_ROOT / "samples" / "sample.mbox"
+PROJECT = "omnibutler-bench"
+QUOTA_UNITS_PER_SECOND = 250.0
+UNLIMITED_QUOTA = 100_000.0
+REPLICAS_SMALL = 1
+REPLICAS_LARGE = 10
+_MESSAGE_ID_HEADER = re.compile(rb"(?im)^(message-id:[ \t]*<?)")
+
+
+def _raw_messages() -> tuple[str, list[bytes]]:
+    paths = sorted(CORPUS_DIR.glob("*.mbox")) if CORPUS_DIR.is_dir() else []
+    source = "corpus" if paths else "sample"
+    raws: list[bytes] = []
+    for path in paths or [SAMPLE_MBOX]:
+        box = std_mailbox.mbox(str(path), create=False)
+        try:
+            raws += [box.get_bytes(key, from_=False) for key in box.iterkeys()]
+        finally:
+            box.close()
+    return source, raws
+
+
+def _replicated(raws: list[bytes], replicas: int) -> list[bytes]:
+    """`replicas` copies of every message; copies after the first get a distinct Message-ID."""
+    copies = list(raws)
+    for replica in range(1, replicas):
+        for raw in raws:
+            renamed, count = _MESSAGE_ID_HEADER.subn(rb"\g<1>r%d." % replica, raw, count=1)
+            copies.append(
+                renamed if count else b"Message-ID: <r%d.%d@bench>\n" % (replica, len(copies)) + raw
+            )
+    return copies
+
+
+def _dense_mailbox(raws: list[bytes]) -> Any:
+    """The messages spread evenly over the last four weeks, newest now."""
+    from emailsync.gmail.mailbox import Mailbox
+
+    mailbox = Mailbox()
+    now = datetime.now(UTC)
+    step = timedelta(weeks=4) / max(len(raws), 1)
+    for index, raw in enumerate(raws):
+        mailbox.add_message(raw, internal_date_ms=int((now - index * step).timestamp() * 1000))
+    return mailbox
+
+
+def _sync_in_process(provider_user_id: str) -> dict[str, Any]:
+    from flows.email_sync import email_sync
+
+    started = time.perf_counter()
+    summary = email_sync(provider_user_id, trigger="manual")
+    elapsed = time.perf_counter() - started
+    timings = summary.timings
+    stored = summary.emails_stored
+    return {
+        "messages": stored,
+        "batches": summary.batches,
+        "flow_call_seconds": round(elapsed, 2),
+        "sync_wall_seconds": round(timings.wall_seconds, 2),
+        "messages_per_second": round(stored / timings.wall_seconds, 2),
+        "ratio_to_ceiling": round(stored / timings.wall_seconds / (QUOTA_UNITS_PER_SECOND / 5), 3),
+        "fetch_seconds": round(timings.fetch_seconds, 2),
+        "enrich_seconds": round(timings.enrich_seconds, 2),
+        "store_seconds": round(timings.store_seconds, 2),
+        "parse_seconds": round(timings.parse_seconds, 2),
+        "enrichment_messages_per_second": round(
+            summary.emails_enriched / max(timings.enrich_seconds, 1e-9), 1
+        ),
+        "prefect_overhead_seconds": round(timings.orchestration_seconds, 3),
+        "prefect_overhead_per_batch_seconds": round(
+            timings.orchestration_seconds / max(summary.batches, 1), 4
+        ),
+        "batch_seconds": round(timings.wall_seconds / max(summary.batches, 1), 3),
+        "prefect_overhead_ratio": round(timings.orchestration_seconds / timings.wall_seconds, 4),
+    }
+
+
+def _sync_subprocess(provider_user_id: str, environment: dict[str, str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.email_sync", provider_user_id],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"sync subprocess exited {process.returncode}")
+    summary = json.loads(output.decode().strip().splitlines()[-1])
+    return {
+        "messages": summary["emails_stored"],
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+    }
+
+
+def run() -> dict[str, Any]:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from emailsync.config import get_settings
+    from emailsync.enrichment import get_enricher
+    from emailsync.firestore.client import get_firestore_client, reset_clients
+    from emailsync.firestore.emulator import FirestoreEmulator
+    from emailsync.gmail.mailbox import Mailbox
+    from emailsync.gmail.server import GmailApiServer
+    from emailsync.seed import seed_account
+
+    source, raws = _raw_messages()
+    figures: dict[str, Any] = {"source": source, "quota_units_per_second": QUOTA_UNITS_PER_SECOND}
+    saved_environment = dict(os.environ)
+    with FirestoreEmulator() as emulator, prefect_test_harness(server_startup_timeout=120):
+        os.environ.update(emulator.environ(PROJECT))
+        reset_clients()
+        client = get_firestore_client(PROJECT)
+        quota_server = GmailApiServer(Mailbox(), quota_units_per_second=QUOTA_UNITS_PER_SECOND).start()
+        free_server = GmailApiServer(Mailbox(), quota_units_per_second=None).start()
+        try:
+            # A worker keeps the model loaded between syncs; load it before the clock starts.
+            load_started = time.perf_counter()
+            get_enricher().embed_query("warm-up")
+            figures["model_load_seconds"] = round(time.perf_counter() - load_started, 1)
+
+            os.environ["GMAIL_API_ENDPOINT"] = quota_server.url
+            os.environ["EMAILSYNC_QUOTA_UNITS_PER_SECOND"] = str(QUOTA_UNITS_PER_SECOND)
+            get_settings.cache_clear()
+            datings = {
+                "dense": _dense_mailbox(raws),
+                "corpus": Mailbox.from_raw_messages(raws, shift_dates=True),
+            }
+            for dating, mailbox in datings.items():
+                account = seed_account(
+                    client,
+                    provider_user_id=f"pu-{dating}",
+                    family_id=f"family-{dating}",
+                    token=f"{dating}-token",
+                )
+                quota_server.add_mailbox(account.token, mailbox)
+                quota_server.reset_stats()
+                result = _sync_in_process(account.provider_user_id)
+                stats = quota_server.stats
+                result["server_calls"] = dict(stats.requests_by_method)
+                result["server_429"] = stats.rate_limited
+                result["quota_units_spent"] = stats.quota_units
+                result["units_on_messages_get"] = stats.requests_by_method.get("messages.get", 0) * 5
+                figures[f"quota_{dating}"] = result
+            dense = figures["quota_dense"]
+            figures["end_to_end_ratio_to_ceiling"] = dense["ratio_to_ceiling"]
+            figures["prefect_overhead_ratio"] = dense["prefect_overhead_ratio"]
+            figures["enrichment_messages_per_second_in_flow"] = dense["enrichment_messages_per_second"]
+
+            prefect_api_url = PREFECT_API_URL.value()
+            child = {
+                **os.environ,
+                "GMAIL_API_ENDPOINT": free_server.url,
+                "EMAILSYNC_QUOTA_UNITS_PER_SECOND": str(UNLIMITED_QUOTA),
+                "PREFECT_API_URL": prefect_api_url,
+            }
+            memory: dict[str, Any] = {}
+            for label, replicas in (("small", REPLICAS_SMALL), ("large", REPLICAS_LARGE)):
+                account = seed_account(
+                    client,
+                    provider_user_id=f"pu-rss-{label}",
+                    family_id=f"family-{label}",
+                    token=f"rss-{label}",
+                )
+                free_server.add_mailbox(account.token, Mailbox.from_raw_messages(_replicated(raws, replicas)))
+                memory[label] = _sync_subprocess(account.provider_user_id, child)
+            figures["memory"] = memory
+            figures["peak_rss_large_over_small"] = round(
+                memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"], 3
+            )
+            figures["messages_large_over_small"] = round(
+                memory["large"]["messages"] / memory["small"]["messages"], 2
+            )
+        finally:
+            quota_server.stop()
+            free_server.stop()
+            os.environ.clear()
+            os.environ.update(saved_environment)
+            get_settings.cache_clear()
+            reset_clients()
+    figures["goals"] = {"end_to_end_ratio_to_ceiling": ">= 0.95", "prefect_overhead_ratio": "<= 0.05"}
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
