@@ -52,6 +52,8 @@ def serve(with_watcher: bool = True, limit: int | None = 8) -> None:
                 description="Hourly: start a sync for every provider user with Gmail active.",
             ),
             limit=limit,
+            # Look for new runs every 2 s (default 10): a connect's sync should start promptly.
+            query_seconds=2,
         )
     finally:
         if watcher is not None:

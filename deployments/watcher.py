@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -122,26 +123,32 @@ class DeploymentLauncher:
 
 
 class InProcessLauncher:
-    """Runs the `email_sync` flow in this process on a bounded thread pool (no Prefect server needed;
-    Prefect then starts its temporary local API on first use)."""
+    """Runs the `email_sync` flow in this process on `max_workers` threads (no Prefect server needed;
+    Prefect then starts its temporary local API on first use).
+
+    The threads are daemons: `shutdown(wait=False)` abandons a running sync instead of holding the
+    process open. That is safe by design: its lease expires and the next trigger resumes it from
+    the checkpoint. Syncs still queued are marked failed so no progress doc stays pending forever.
+    """
 
     def __init__(self, max_workers: int = 4) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="watcher-sync")
-        self._futures: set[Future[Any]] = set()
-        self._lock = threading.Lock()
+        self._queue: queue.Queue[SyncRequest | None] = queue.Queue()
         # Flows run with the Prefect settings of whoever built the launcher (e.g. a temporary API set
-        # with `temporary_settings`); pool threads would otherwise start with an empty context.
+        # with `temporary_settings`); new threads would otherwise start with an empty context.
         self._context = contextvars.copy_context()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"watcher-sync-{n}", daemon=True)
+            for n in range(max_workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def launch(self, request: SyncRequest) -> None:
-        future = self._pool.submit(self._context.copy().run, self._run, request)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._forget)
+        self._queue.put(request)
 
-    def _forget(self, future: Future[Any]) -> None:
-        with self._lock:
-            self._futures.discard(future)
+    def _work(self) -> None:
+        while (request := self._queue.get()) is not None:
+            self._context.copy().run(self._run, request)
 
     @staticmethod
     def _run(request: SyncRequest) -> None:
@@ -156,12 +163,20 @@ class InProcessLauncher:
             # The flow records its own failure in syncProgress; this line is for the operator.
             logger.exception("sync %s of %s failed", request.sync_id, request.provider_user_id)
 
-    def running(self) -> int:
-        with self._lock:
-            return len(self._futures)
-
     def shutdown(self, wait: bool) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        if not wait:
+            while True:
+                try:
+                    request = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if request is not None:
+                    _fail_progress(request.sync_id, "the watcher stopped before this sync started")
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 def default_launcher() -> SyncLauncher:

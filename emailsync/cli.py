@@ -44,6 +44,7 @@ def _configure_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
 
 
 def _require_provider_user(provider_user_id: str) -> None:

@@ -99,7 +99,11 @@ def email_sync(
     )
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{flow_run_id or 'no-flow-run'}"
-    lease = acquire_sync_lease(provider_user_id, sync_id, owner, settings.lease_timeout_seconds)
+    try:
+        lease = acquire_sync_lease(provider_user_id, sync_id, owner, settings.lease_timeout_seconds)
+    except Exception as exc:
+        _fail_quietly(progress, sync_id, describe_failure(exc))
+        raise
     if not lease.acquired:
         active = lease.state.active_sync_id
         logger.info("skipped: sync %s already running for %s", active, provider_user_id)
@@ -191,7 +195,6 @@ def _run(
 ) -> None:
     logger = get_run_logger()
     session = resources.session
-    warm_up = warm_up_enricher.submit(session.enricher)  # loads the model while the first batch downloads
     if state.backfill_completed and state.last_history_id:
         try:
             changes = list_history_changes(resources, state.last_history_id)
@@ -205,6 +208,8 @@ def _run(
                 session.sync_id, SyncMode.INCREMENTAL, summary.flow_run_id, summary.emails_total_estimate
             )
             artifacts.start()
+            if changes.added_ids:  # an idle user costs one history call, not a model load
+                warm_up_enricher.submit(session.enricher)
             chunks = iter(
                 [changes.added_ids[i : i + batch_size] for i in range(0, len(changes.added_ids), batch_size)]
             )
@@ -217,12 +222,11 @@ def _run(
             record_sync_cursors(
                 target.provider_user_id, history_id=changes.history_id, backfill_completed=False
             )
-            warm_up.wait()
             return
+    warm_up_enricher.submit(session.enricher)  # loads the model while the first batch downloads
     _backfill(
         resources, target, state, summary, artifacts, lookback_weeks=lookback_weeks, batch_size=batch_size
     )
-    warm_up.wait()
 
 
 def _backfill(
