@@ -34,23 +34,29 @@ def serve(with_watcher: bool = True, limit: int | None = 8) -> None:
     from flows.email_sync import email_sync
     from flows.periodic_sync import periodic_email_sync
 
-    watcher = GmailConnectWatcher(launcher=DeploymentLauncher()) if with_watcher else None
-    if watcher is not None:
-        # The runs it creates wait in the API until prefect.serve below picks them up.
-        watcher.start()
+    deployments = [
+        email_sync.to_deployment(
+            name="email-sync",
+            tags=["emailsync"],
+            description="Sync one provider user's Gmail (backfill or incremental).",
+        ),
+        periodic_email_sync.to_deployment(
+            name="periodic-email-sync",
+            cron=PERIODIC_CRON,
+            tags=["emailsync", "schedule"],
+            description="Hourly: start a sync for every provider user with Gmail active.",
+        ),
+    ]
+    watcher = None
+    if with_watcher:
+        # Register the deployments before the watcher's catch-up can ask for runs of them; the runs
+        # then wait in the API until prefect.serve below picks them up.
+        for deployment in deployments:
+            deployment.apply()
+        watcher = GmailConnectWatcher(launcher=DeploymentLauncher()).start()
     try:
         prefect_serve(
-            email_sync.to_deployment(
-                name="email-sync",
-                tags=["emailsync"],
-                description="Sync one provider user's Gmail (backfill or incremental).",
-            ),
-            periodic_email_sync.to_deployment(
-                name="periodic-email-sync",
-                cron=PERIODIC_CRON,
-                tags=["emailsync", "schedule"],
-                description="Hourly: start a sync for every provider user with Gmail active.",
-            ),
+            *deployments,
             limit=limit,
             # Look for new runs every 2 s (default 10): a connect's sync should start promptly.
             query_seconds=2,

@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,7 @@ from emailsync.config import get_settings
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import SyncStateRepository
-from emailsync.models import ProviderUser, SyncProgress, SyncStatus, SyncTrigger
+from emailsync.models import ProviderUser, SyncProgress, SyncState, SyncStatus, SyncTrigger
 from emailsync.sync.ids import new_sync_id
 
 logger = logging.getLogger("emailsync.watcher")
@@ -213,13 +214,14 @@ class GmailConnectWatcher:
         self.resubscribe_initial_delay = resubscribe_initial_delay
         self.resubscribe_max_delay = resubscribe_max_delay
         self.health_check_interval = health_check_interval
-        # A pending doc with no flow behind it (we crashed between the two steps) is resumed after this.
+        # A pending doc older than this is not a live sync (no flow behind it): catch-up starts a new one.
         self.stale_pending_after = stale_pending_after or timedelta(
             seconds=get_settings().lease_timeout_seconds
         )
         self.on_decision = on_decision
 
-        self.decisions: list[WatcherDecision] = []
+        # The recent decisions (bounded: a watcher runs for months), for tests, the demo and debugging.
+        self.decisions: deque[WatcherDecision] = deque(maxlen=10_000)
         self.subscriptions = 0  # how many times we subscribed (1 + re-subscriptions)
         self._handled: dict[str, str] = {}  # provider user id -> connect key last handled
         self._first_snapshot_pending = False
@@ -353,45 +355,48 @@ class GmailConnectWatcher:
         if self._handled.get(provider_user_id) == key:
             self._decide(provider_user_id, "skipped", "this connect was already handled (re-delivered event)")
             return
-        self._handled[provider_user_id] = key
         if not catch_up:
             self._start_sync(provider_user_id, user, why="Gmail connected")
-            return
-        if after_gap:
-            # Re-subscribed after a stream error: this connect happened while we were not listening.
-            reason = self._live_sync_reason(provider_user_id)
-            why = "connected while the listener was re-subscribing"
         else:
-            # First snapshot after start: the user may have connected long ago (restart catch-up).
-            reason = self._catch_up_skip_reason(provider_user_id)
-            why = "catch-up: connected, no completed backfill, no live sync"
-        if reason is not None:
-            self._decide(provider_user_id, "skipped", reason)
-            return
-        self._start_sync(provider_user_id, user, why=why)
+            if after_gap:
+                # Re-subscribed after a stream error: this connect happened while we were not listening.
+                reason = self._live_sync_reason(provider_user_id)
+                why = "connected while the listener was re-subscribing"
+            else:
+                # First snapshot after start: the user may have connected long ago (restart catch-up).
+                reason = self._catch_up_skip_reason(provider_user_id)
+                why = "catch-up: connected, no completed backfill, no live sync"
+            if reason is None:
+                self._start_sync(provider_user_id, user, why=why)
+            else:
+                self._decide(provider_user_id, "skipped", reason)
+        # Only now: if anything above raised, the re-subscription re-delivers this connect and retries.
+        self._handled[provider_user_id] = key
 
     def _catch_up_skip_reason(self, provider_user_id: str) -> str | None:
         state = self.sync_state.get(provider_user_id)
         if state.backfill_completed:
             return "catch-up: backfill already completed (the periodic sync keeps it fresh)"
-        return self._live_sync_reason(provider_user_id)
+        return self._live_sync_reason(provider_user_id, state)
 
-    def _live_sync_reason(self, provider_user_id: str) -> str | None:
-        state = self.sync_state.get(provider_user_id)
+    def _live_sync_reason(self, provider_user_id: str, state: SyncState | None = None) -> str | None:
+        state = state or self.sync_state.get(provider_user_id)
         now = datetime.now(UTC)
         if state.active_sync_id and state.lease_expires_at and state.lease_expires_at > now:
             return f"sync {state.active_sync_id} holds a live lease"
-        for progress in self._open_progress(provider_user_id):
-            if progress.status == SyncStatus.PENDING and now - progress.updatedAt < self.stale_pending_after:
+        for progress in self._pending_progress(provider_user_id):
+            # A pending doc older than this has no flow behind it (e.g. we died between the two steps).
+            if now - progress.updatedAt < self.stale_pending_after:
                 return f"sync {progress.syncId} is pending"
         return None
 
-    def _open_progress(self, provider_user_id: str) -> list[SyncProgress]:
-        query = self.client.collection(SyncProgress.COLLECTION).where(
-            filter=FieldFilter("providerUserId", "==", provider_user_id)
+    def _pending_progress(self, provider_user_id: str) -> list[SyncProgress]:
+        query = (
+            self.client.collection(SyncProgress.COLLECTION)
+            .where(filter=FieldFilter("providerUserId", "==", provider_user_id))
+            .where(filter=FieldFilter("status", "==", SyncStatus.PENDING.value))
         )
-        found = [SyncProgress.from_firestore(snapshot.to_dict()) for snapshot in query.stream()]
-        return [p for p in found if not p.status.terminal]
+        return [SyncProgress.from_firestore(snapshot.to_dict()) for snapshot in query.stream()]
 
     def _start_sync(self, provider_user_id: str, user: ProviderUser, *, why: str) -> None:
         sync_id = new_sync_id(provider_user_id, SyncTrigger.CONNECT)

@@ -7,6 +7,7 @@ Commands that need Prefect, the flows or the embedding model import them inside 
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,7 @@ app = typer.Typer(
 def _out() -> Console:
     """A console per command: it picks up the terminal width (COLUMNS) of the moment."""
     return Console()
+
 
 EXIT_BAD_INPUT = 2
 
@@ -112,8 +114,20 @@ def sync(
     _configure_logging()
     from flows.email_sync import email_sync
 
-    summary = email_sync(provider_user_id, trigger=trigger.value)
-    _out().print(summary)
+    try:
+        summary = email_sync(provider_user_id, trigger=trigger.value)
+    except Exception as exc:  # the flow already wrote the cause into syncProgress
+        Console(stderr=True).print(f"[bold red]sync failed:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    if summary.skipped:
+        _out().print(f"skipped: sync {summary.active_sync_id} of {provider_user_id} is still running")
+        return
+    _out().print(
+        f"sync {summary.sync_id} ({summary.mode.value if summary.mode else '-'}) completed: "
+        f"{summary.emails_processed} emails processed, {summary.emails_stored} stored, "
+        f"{summary.emails_enriched} enriched, {summary.parse_errors} with parse errors, "
+        f"{summary.batches} batches in {summary.timings.wall_seconds:.1f}s"
+    )
 
 
 @app.command()
@@ -222,6 +236,9 @@ def _score(record: EmailRecord) -> str:
 
 
 def main() -> None:
+    # Offline by default (as the Makefile exports): no telemetry from Prefect's temporary server.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     app()
 
 

@@ -2,7 +2,7 @@
 
 Firestore emulator -> local Gmail server on the sample mailbox (dates shifted to "now", production
 quota) -> a seeded family and provider user -> the watcher -> Gmail connect -> the email_sync flow
-(in-process; Prefect starts its temporary API) -> a live progress bar fed by a Firestore listener on
+(in-process, reporting to a temporary Prefect server) -> a live progress bar fed by a listener on
 the syncProgress document -> what was stored, tags, a summary and a semantic search. Everything it
 starts is stopped on the way out, also on Ctrl-C and errors.
 """
@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +50,30 @@ def run_demo(mbox: Path | None = None, console: Console | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     started = time.monotonic()
+    code = 1
     with contextlib.ExitStack() as stack:  # everything started, stopped in reverse order
         try:
-            return _run(stack, mbox, console, started)
+            code = _run(stack, mbox, console, started)
         except KeyboardInterrupt:
             console.print("\n[yellow]interrupted: stopping everything the demo started[/]")
-            # The abandoned sync thread now fails against stopped servers: expected, so not shown.
+            code = 130
+        except Exception as exc:
+            console.print(f"[red]demo failed:[/] {type(exc).__name__}: {exc}")
+            code = 1
+        if code != 0:
+            # An abandoned sync now fails against the stopped servers: expected, so not shown.
             logging.disable(logging.CRITICAL)
-            return 130
+    if code != 0:
+        # Its threads (and Prefect's task threads) would hold the interpreter open while they retry;
+        # everything the demo started is stopped by now, so end the process right here.
+        console.file.flush()
+        os._exit(code)
+    return code
 
 
 def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: float) -> int:
     console.rule("[bold]emailsync demo")
+    prefect_ready = _start_prefect_server(stack)
     with console.status("starting the Firestore emulator (Java)..."):
         emulator = FirestoreEmulator(rules_path=REPO_ROOT / "firestore.rules").start()
     stack.callback(emulator.stop)
@@ -84,16 +98,15 @@ def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: flo
 
     web_url = _start_web_page(stack, emulator.host, account.app_user_id, account.family_id, console)
 
+    if prefect_ready is not None:
+        with console.status("waiting for the temporary Prefect server (about 10 s on a cold start)..."):
+            prefect_url = prefect_ready.result()
+        console.print(f"[green]✓[/] temporary Prefect server on {prefect_url} (no PREFECT_API_URL set)")
     from deployments.watcher import GmailConnectWatcher, InProcessLauncher
 
     watcher = GmailConnectWatcher(client, launcher=InProcessLauncher(max_workers=2)).start()
     stack.callback(watcher.stop, wait=False)
     console.print("[green]✓[/] watcher listening on providerUsers (services.gmail.active == true)")
-    if not get_settings().prefect_api_url:
-        console.print(
-            "[dim]  no PREFECT_API_URL: Prefect starts its temporary local API with the first flow run "
-            "(about 10 s on a cold start)[/]"
-        )
 
     tracker = ProgressTracker(client, account.provider_user_id)
     stack.callback(tracker.close)
@@ -120,6 +133,23 @@ def _set_env(values: dict[str, str]) -> None:
     os.environ.update(values)
     get_settings.cache_clear()
     reset_clients()
+
+
+def _start_prefect_server(stack: contextlib.ExitStack) -> Future[str] | None:
+    """Without PREFECT_API_URL: a temporary Prefect server for the demo's flow runs, started in the
+    background while the emulator boots. Its own home (sqlite) lives in a temporary directory, and it is
+    a child process group the demo stops, so an interrupted demo leaves nothing behind."""
+    if get_settings().prefect_api_url:
+        return None
+    from deployments.serve import PrefectServerProcess
+
+    home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emailsync-demo-prefect-")))
+    server = PrefectServerProcess(home)
+    # Before anything imports Prefect: its settings are read once, from the environment.
+    _set_env({"PREFECT_API_URL": server.api_url})
+    stack.callback(server.stop)
+    starter = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-server"))
+    return starter.submit(lambda: server.start().api_url)
 
 
 def _start_gmail_server(mbox: Path) -> Any:

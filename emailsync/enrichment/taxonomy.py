@@ -43,6 +43,7 @@ TAG_DESCRIPTIONS: dict[str, str] = {
 TAXONOMY: list[str] = list(TAG_DESCRIPTIONS)
 
 # Cheap rules for signals an embedding cannot see reliably: a bulk-mail footer means newsletter.
+_RULE_SCAN_CHARS = 8000
 _NEWSLETTER_PATTERN = re.compile(
     r"\bunsubscribe\b|\bmanage (?:your )?(?:subscription|email preferences)\b|\bmailing list\b|/listinfo/",
     re.IGNORECASE,
@@ -51,6 +52,9 @@ _NEWSLETTER_PATTERN = re.compile(
 
 def rule_tags(subject: str, body_text: str) -> list[str]:
     """Tags implied by unmistakable markers in the text, in TAXONOMY order."""
+    if len(body_text) > 2 * _RULE_SCAN_CHARS:
+        # Footers sit at the end and headlines at the start; the middle of a huge body says nothing.
+        body_text = f"{body_text[:_RULE_SCAN_CHARS]}\n{body_text[-_RULE_SCAN_CHARS:]}"
     tags: list[str] = []
     if _NEWSLETTER_PATTERN.search(body_text) or _NEWSLETTER_PATTERN.search(subject):
         tags.append("newsletter")
