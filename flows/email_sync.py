@@ -112,9 +112,9 @@ def email_sync(
         return summary
 
     if lease.taken_over_from:
-        # Its worker died (or hung) without finishing its progress document: say so instead of leaving
-        # it "in progress" forever; this sync resumes the work from the checkpoint.
-        # In the background: a worker killed inside a progress write can leave that document locked.
+        # Its worker died (or hung) without finishing its progress document: say so instead of leaving it
+        # "in progress" forever; this sync resumes the work from the checkpoint. In the background, as a
+        # worker killed inside a progress write can leave that document locked for a while.
         logger.warning("sync %s took over the expired lease of sync %s", sync_id, lease.taken_over_from)
         threading.Thread(
             target=_mark_interrupted,
@@ -124,22 +124,23 @@ def email_sync(
         ).start()
 
     started = time.perf_counter()
-    resources = SyncResources(
-        SyncSession(
-            sync_id=sync_id,
-            provider_user_id=provider_user_id,
-            app_user_id=target.user.app_user_id,
-            family_id=target.user.family_id,
-            gmail=GmailClient(target.credentials, settings),
-            emails=EmailRepository(),
-            sync_state=SyncStateRepository(),
-            progress=progress,
-            enricher=get_enricher(settings),
-            lease_timeout_seconds=settings.lease_timeout_seconds,
-        )
-    )
+    resources: SyncResources | None = None
     artifacts = ProgressArtifacts(provider_user_id, sync_id)
     try:
+        resources = SyncResources(
+            SyncSession(
+                sync_id=sync_id,
+                provider_user_id=provider_user_id,
+                app_user_id=target.user.app_user_id,
+                family_id=target.user.family_id,
+                gmail=GmailClient(target.credentials, settings),
+                emails=EmailRepository(),
+                sync_state=SyncStateRepository(),
+                progress=progress,
+                enricher=get_enricher(settings),
+                lease_timeout_seconds=settings.lease_timeout_seconds,
+            )
+        )
         with user_sync_slot(
             provider_user_id,
             wait_seconds=settings.lease_timeout_seconds,
@@ -175,7 +176,8 @@ def email_sync(
         _fail_quietly(progress, sync_id, cause, **summary.progress_details())
         raise
     finally:
-        resources.release_all()
+        if resources is not None:
+            resources.release_all()
         try:
             release_sync_lease(provider_user_id, sync_id)
         except Exception as exc:  # the lease then expires on its own after lease_timeout_seconds
