@@ -7,40 +7,34 @@ takes a second or two.
 from __future__ import annotations
 
 import contextlib
-import mailbox as std_mailbox
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
 from deployments.watcher import GmailConnectWatcher, InProcessLauncher
 from emailsync.config import get_settings
 from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
-from emailsync.gmail.mailbox import Mailbox
+from emailsync.gmail.mailbox import Mailbox, read_mbox
 from emailsync.gmail.server import GmailApiServer
 from emailsync.models import SyncProgress, SyncStatus, SyncTrigger
 from emailsync.seed import connect_gmail, disconnect_gmail, seed_account
+from tests.fixtures.firestore import progress_docs
+from tests.fixtures.gmail import SAMPLE_MBOX
 
 pytestmark = [pytest.mark.integration, pytest.mark.prefect]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SYNC_TIMEOUT = 150.0  # generous: a cold first import of torch on a busy 2-core machine is slow
 
 
 @cache
 def _sample_raws() -> tuple[bytes, ...]:
-    box = std_mailbox.mbox(str(REPO_ROOT / "samples" / "sample.mbox"), create=False)
-    try:
-        return tuple(box.get_bytes(key, from_=False) for key in box.iterkeys())
-    finally:
-        box.close()
+    return tuple(read_mbox(SAMPLE_MBOX))
 
 
 def small_mailbox(size: int, offset: int = 0) -> Mailbox:
@@ -55,15 +49,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float = SYNC_TIMEOUT, what
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def progress_docs(client: firestore.Client, provider_user_id: str) -> list[SyncProgress]:
-    query = client.collection(SyncProgress.COLLECTION).where(
-        filter=FieldFilter("providerUserId", "==", provider_user_id)
-    )
-    return sorted(
-        (SyncProgress.from_firestore(s.to_dict()) for s in query.stream()), key=lambda p: p.startedAt
-    )
 
 
 def completed_syncs(client: firestore.Client, provider_user_id: str, count: int) -> list[SyncProgress]:
@@ -92,6 +77,17 @@ class StatusRecorder:
                 statuses = self.seen.setdefault(change.document.id, [])
                 if not statuses or statuses[-1] != data.get("status"):
                     statuses.append(data.get("status"))
+
+    def wait_for(self, sync_id: str, status: str, timeout: float = 30.0) -> list[str]:
+        """The statuses seen for `sync_id` once `status` arrived (listeners lag behind direct reads)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                statuses = list(self.seen.get(sync_id, []))
+            if statuses and statuses[-1] == status:
+                return statuses
+            time.sleep(0.05)
+        return statuses
 
     def close(self) -> None:
         self._watch.unsubscribe()
@@ -150,13 +146,14 @@ def test_connect_writes_a_pending_progress_doc_then_the_sync_completes(
         connect_gmail(firestore_client, "pu-connect")
 
         [sync] = completed_syncs(firestore_client, "pu-connect", 1)
+        statuses = recorder.wait_for(sync.syncId, "completed")
     finally:
         recorder.close()
 
     assert sync.details.trigger == SyncTrigger.CONNECT
     assert sync.progress == 100
-    assert recorder.seen[sync.syncId][0] == "pending"
-    assert recorder.seen[sync.syncId][-1] == "completed"
+    assert statuses[0] == "pending"
+    assert statuses[-1] == "completed"
     assert EmailRepository(firestore_client).count("pu-connect") == 6
     assert [d.action for d in watcher.decisions] == ["started"]
 
