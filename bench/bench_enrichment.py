@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from emailsync.enrichment import TAXONOMY, EnrichmentInput
-from emailsync.enrichment.local import load_sentence_model
+from emailsync.enrichment.local import load_sentence_model, usable_cpu_count
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MBOX = REPO_ROOT / "samples" / "sample.mbox"
@@ -48,14 +48,7 @@ def load_inputs(limit: int = MESSAGES) -> list[EnrichmentInput]:
                 continue
             seen.add(raw)
             parsed = parse_message(raw, message_id=f"{path.stem}-{index:05d}")
-            inputs.append(
-                EnrichmentInput(
-                    message_id=parsed.message_id,
-                    subject=parsed.subject,
-                    sender=parsed.sender,
-                    body_text=parsed.body_text,
-                )
-            )
+            inputs.append(EnrichmentInput.from_email(parsed))
             if len(inputs) >= limit:
                 return inputs
     # No corpus here: repeat the sample under new ids to reach `limit`.
@@ -66,16 +59,9 @@ def load_inputs(limit: int = MESSAGES) -> list[EnrichmentInput]:
     return inputs
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def run() -> dict[str, object]:
     from emailsync.enrichment.local import EMBEDDING_TEXT_CHARS, ENCODE_BATCH_SIZE, LocalEnricher
-    from emailsync.enrichment.text import clean_body, embedding_text
+    from emailsync.enrichment.text import bodies_and_embedding_texts
 
     inputs = load_inputs()
     started = time.perf_counter()
@@ -98,18 +84,13 @@ def run() -> dict[str, object]:
         enrich_cpu += time.process_time() - cpu
         batch_rates.append(len(batch) / batch_wall)
 
-        texts = [
-            embedding_text(
-                item.subject, item.sender, clean_body(item.body_text), item.body_text, EMBEDDING_TEXT_CHARS
-            )
-            for item in batch
-        ]
+        _bodies, texts = bodies_and_embedding_texts(batch, EMBEDDING_TEXT_CHARS)
         wall = time.perf_counter()
         model.encode(texts, batch_size=ENCODE_BATCH_SIZE, normalize_embeddings=True, show_progress_bar=False)
         encode_wall += time.perf_counter() - wall
 
     rate = len(inputs) / enrich_wall
-    cores = _cores()
+    cores = usable_cpu_count()
     # CPU seconds spread over all cores: the rate this run would have had on otherwise idle cores.
     idle_rate = len(inputs) / (enrich_cpu / cores)
 

@@ -9,14 +9,13 @@ Uses the full corpus when present (≥ 1000 messages), else samples/sample.mbox.
 
 from __future__ import annotations
 
-import mailbox as std_mailbox
 import time
 from pathlib import Path
 from typing import Any
 
 from emailsync.config import QuotaCosts, Settings
 from emailsync.gmail.client import GmailClient
-from emailsync.gmail.mailbox import Mailbox
+from emailsync.gmail.mailbox import Mailbox, read_mbox
 from emailsync.gmail.server import GmailApiServer
 from emailsync.models import ProviderCredentials
 
@@ -32,11 +31,7 @@ def _load_raws() -> tuple[str, list[bytes]]:
     source = "corpus" if paths else "sample"
     raws: list[bytes] = []
     for path in paths or [SAMPLE_MBOX]:
-        box = std_mailbox.mbox(str(path), create=False)
-        try:
-            raws.extend(box.get_bytes(key, from_=False) for key in box.iterkeys())
-        finally:
-            box.close()
+        raws.extend(read_mbox(path))
     return source, raws
 
 

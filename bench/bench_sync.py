@@ -12,21 +12,33 @@
 - peak RSS of a sync subprocess (`python -m flows.email_sync`) for ~1k vs ~10k messages, with the
   quota lifted; the corpus replicated with distinct Message-IDs.
 
-Ratios are measured within one run. Run with `python -m bench.run sync`.
+- steady-state ratio: messages stored between the end of the first batch's fetch and the end of the last
+  fetch ÷ that time ÷ the ceiling. The head (first fetch, nothing to process yet) and the tail (processing
+  the last batch, nothing left to fetch) are fixed costs that vanish in mailboxes of thousands of messages;
+  the whole-run ratio keeps them. Also a ~3,000-message dense run (the corpus replicated).
+
+Topology: like production, where Gmail is remote, the local Gmail server runs in its own process (one per
+run, so its stats start at zero; read over HTTP from its `GET /_stats` admin route), so serving HTTP does
+not compete with the sync for this process's GIL. Ratios are measured within one run. Run with
+`python -m bench.run sync`.
 """
 
 from __future__ import annotations
 
 import json
 import mailbox as std_mailbox
+import multiprocessing
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = REPO_ROOT.parent / "shared" / "corpus"
@@ -37,6 +49,9 @@ LOW_QUOTA_UNITS_PER_SECOND = 100.0  # ceiling 20 msg/s: below what local enrichm
 UNLIMITED_QUOTA = 100_000.0
 REPLICAS_SMALL = 1
 REPLICAS_LARGE = 10
+REPLICAS_STEADY = 3  # ~3,000 messages: head and tail weigh three times less than in the 1k run
+SERVER_START_TIMEOUT_SECONDS = 60
+Dating = Literal["dense", "corpus", "own"]  # last four weeks / own dates shifted to now / own dates as is
 _MESSAGE_ID_HEADER = re.compile(rb"(?im)^(message-id:[ \t]*<?)")
 
 
@@ -77,23 +92,139 @@ def _dense_mailbox(raws: list[bytes]) -> Any:
     return mailbox
 
 
+def _serve_mailbox(
+    dating: Dating, replicas: int, quota_units_per_second: float | None, urls: Any, stop: Any
+) -> None:
+    """Child process: build the mailbox here (no pickled mailbox), serve it until `stop` is set."""
+    from emailsync.gmail.mailbox import Mailbox
+    from emailsync.gmail.server import GmailApiServer
+
+    raws = _replicated(_raw_messages()[1], replicas)
+    if dating == "dense":
+        mailbox = _dense_mailbox(raws)
+    else:
+        mailbox = Mailbox.from_raw_messages(raws, shift_dates=dating == "corpus")
+    with GmailApiServer(mailbox, quota_units_per_second=quota_units_per_second) as server:
+        urls.put(server.url)
+        stop.wait()
+
+
+@contextmanager
+def _gmail_server_process(
+    dating: Dating, quota_units_per_second: float | None, replicas: int = 1
+) -> Iterator[str]:
+    """A local Gmail server in its own process (every token sees its mailbox); yields its root URL."""
+    context = multiprocessing.get_context("spawn")  # this process holds torch and gRPC threads: no fork
+    urls, stop = context.Queue(), context.Event()
+    process = context.Process(
+        target=_serve_mailbox,
+        args=(dating, replicas, quota_units_per_second, urls, stop),
+        name=f"gmail-server-{dating}",
+        daemon=True,
+    )
+    process.start()
+    try:
+        yield urls.get(timeout=SERVER_START_TIMEOUT_SECONDS)
+    finally:
+        stop.set()
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+
+
+def _server_stats(url: str) -> Any:
+    import requests
+
+    from emailsync.gmail.server import STATS_PATH, ServerStats
+
+    response = requests.get(url.rstrip("/") + STATS_PATH, timeout=10)
+    response.raise_for_status()
+    return ServerStats.model_validate_json(response.content)
+
+
+class _Timeline:
+    """Measurement probe: when each backfill fetch ended and when each group of emails was stored.
+
+    Wraps `SyncSession.fetch_backfill_batch` and `EmailRepository.upsert_many` for the duration of one
+    run (restored after), so the domain code carries no bench-only bookkeeping.
+    """
+
+    def __init__(self) -> None:
+        self.fetch_ends: list[float] = []
+        self.stores: list[tuple[float, int]] = []  # (end time, emails written)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def recording(self) -> Iterator[_Timeline]:
+        from emailsync.firestore.repositories import EmailRepository
+        from emailsync.sync.pipeline import SyncSession
+
+        original_fetch, original_upsert = SyncSession.fetch_backfill_batch, EmailRepository.upsert_many
+        timeline = self
+
+        def fetch_backfill_batch(session: Any, *args: Any, **kwargs: Any) -> Any:
+            fetched = original_fetch(session, *args, **kwargs)
+            with timeline._lock:
+                timeline.fetch_ends.append(time.perf_counter())
+            return fetched
+
+        def upsert_many(repository: Any, *args: Any, **kwargs: Any) -> int:
+            written = original_upsert(repository, *args, **kwargs)
+            with timeline._lock:
+                timeline.stores.append((time.perf_counter(), written))
+            return written
+
+        SyncSession.fetch_backfill_batch = fetch_backfill_batch  # type: ignore[method-assign]
+        EmailRepository.upsert_many = upsert_many  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            SyncSession.fetch_backfill_batch = original_fetch  # type: ignore[method-assign]
+            EmailRepository.upsert_many = original_upsert  # type: ignore[method-assign]
+
+    def steady_state(self, ceiling_messages_per_second: float) -> dict[str, Any]:
+        """Stored msg/s between the end of the first fetch and the end of the last one, ÷ the ceiling."""
+        if len(self.fetch_ends) < 3:
+            return {"steady_state_ratio_to_ceiling": None}
+        start, end = self.fetch_ends[0], self.fetch_ends[-1]
+        stored = sum(count for at, count in self.stores if start < at <= end)
+        rate = stored / (end - start)
+        return {
+            "steady_state_seconds": round(end - start, 2),
+            "steady_state_messages": stored,
+            "steady_state_messages_per_second": round(rate, 2),
+            "steady_state_ratio_to_ceiling": round(rate / ceiling_messages_per_second, 3),
+        }
+
+
 def _sync_in_process(
     provider_user_id: str, quota_units_per_second: float = QUOTA_UNITS_PER_SECOND
 ) -> dict[str, Any]:
     from flows.email_sync import email_sync
 
+    timeline = _Timeline()
     started = time.perf_counter()
-    summary = email_sync(provider_user_id, trigger="manual")
-    elapsed = time.perf_counter() - started
+    with timeline.recording():
+        summary = email_sync(provider_user_id, trigger="manual")
+    finished = time.perf_counter()
+    elapsed = finished - started
     timings = summary.timings
     stored = summary.emails_stored
+    ceiling = quota_units_per_second / 5
+    steady = timeline.steady_state(ceiling)
+    if timeline.fetch_ends:
+        # Fixed costs of a sync: nothing to process before the first fetch, nothing to fetch after the last.
+        steady["head_seconds"] = round(timeline.fetch_ends[0] - started, 2)
+        steady["tail_seconds"] = round(finished - timeline.fetch_ends[-1], 2)
     return {
         "messages": stored,
         "batches": summary.batches,
         "flow_call_seconds": round(elapsed, 2),
         "sync_wall_seconds": round(timings.wall_seconds, 2),
         "messages_per_second": round(stored / timings.wall_seconds, 2),
-        "ratio_to_ceiling": round(stored / timings.wall_seconds / (quota_units_per_second / 5), 3),
+        "ratio_to_ceiling": round(stored / timings.wall_seconds / ceiling, 3),
+        **steady,
         "fetch_seconds": round(timings.fetch_seconds, 2),
         "enrich_seconds": round(timings.enrich_seconds, 2),
         "store_seconds": round(timings.store_seconds, 2),
@@ -111,18 +242,24 @@ def _sync_in_process(
 
 
 def _quota_run(
-    client: Any, server: Any, label: str, mailbox: Any, quota_units_per_second: float
+    client: Any, label: str, dating: Dating, quota_units_per_second: float, replicas: int = 1
 ) -> dict[str, Any]:
-    """One backfill of `mailbox` for a fresh provider user, with the server's view of the quota spent."""
+    """One backfill for a fresh provider user against its own Gmail server process at the given quota,
+    with the server's view of the quota spent."""
+    from emailsync.config import get_settings
     from emailsync.seed import seed_account
 
     account = seed_account(
         client, provider_user_id=f"pu-{label}", family_id=f"family-{label}", token=f"{label}-t"
     )
-    server.add_mailbox(account.token, mailbox)
-    server.reset_stats()
-    result = _sync_in_process(account.provider_user_id, quota_units_per_second)
-    stats = server.stats
+    with _gmail_server_process(dating, quota_units_per_second, replicas) as url:
+        os.environ["GMAIL_API_ENDPOINT"] = url
+        os.environ["EMAILSYNC_QUOTA_UNITS_PER_SECOND"] = str(quota_units_per_second)
+        get_settings.cache_clear()
+        load = os.getloadavg()[0]
+        result = _sync_in_process(account.provider_user_id, quota_units_per_second)
+        stats = _server_stats(url)
+    result["load_average_1min_before"] = round(load, 2)  # other work on the machine skews the figures
     result["quota_units_per_second"] = quota_units_per_second
     result["server_calls"] = dict(stats.requests_by_method)
     result["server_429"] = stats.rate_limited
@@ -130,8 +267,8 @@ def _quota_run(
     result["units_on_messages_get"] = stats.requests_by_method.get("messages.get", 0) * 5
     # Share of the quota that went into downloading messages (the rest: list, window probes, profile).
     result["quota_share_on_messages_get"] = round(result["units_on_messages_get"] / stats.quota_units, 3)
-    # The stage that sets the pace: downloads (quota) or parse + enrich + store (CPU).
-    cpu_seconds = result["parse_seconds"] + result["enrich_seconds"] + result["store_seconds"]
+    # The stage that sets the pace: downloads (quota) or parse + enrich (CPU; the writes overlap enrichment).
+    cpu_seconds = result["parse_seconds"] + result["enrich_seconds"]
     result["bottleneck"] = "quota" if result["fetch_seconds"] >= cpu_seconds else "enrichment (CPU)"
     return result
 
@@ -169,58 +306,44 @@ def run() -> dict[str, Any]:
     from emailsync.enrichment import get_enricher
     from emailsync.firestore.client import get_firestore_client, reset_clients
     from emailsync.firestore.emulator import FirestoreEmulator
-    from emailsync.gmail.mailbox import Mailbox
-    from emailsync.gmail.server import GmailApiServer
     from emailsync.seed import seed_account
 
-    source, raws = _raw_messages()
+    source = "corpus" if CORPUS_DIR.is_dir() and any(CORPUS_DIR.glob("*.mbox")) else "sample"
     figures: dict[str, Any] = {"source": source, "quota_units_per_second": QUOTA_UNITS_PER_SECOND}
     saved_environment = dict(os.environ)
     with FirestoreEmulator() as emulator, prefect_test_harness(server_startup_timeout=120):
         os.environ.update(emulator.environ(PROJECT))
         reset_clients()
         client = get_firestore_client(PROJECT)
-        quota_server = GmailApiServer(Mailbox(), quota_units_per_second=QUOTA_UNITS_PER_SECOND).start()
-        free_server = GmailApiServer(Mailbox(), quota_units_per_second=None).start()
         try:
             # A worker keeps the model loaded between syncs; load it before the clock starts.
             load_started = time.perf_counter()
             get_enricher().embed_query("warm-up")
             figures["model_load_seconds"] = round(time.perf_counter() - load_started, 1)
 
-            os.environ["GMAIL_API_ENDPOINT"] = quota_server.url
-            os.environ["EMAILSYNC_QUOTA_UNITS_PER_SECOND"] = str(QUOTA_UNITS_PER_SECOND)
-            get_settings.cache_clear()
-            datings = {
-                "dense": _dense_mailbox(raws),
-                "corpus": Mailbox.from_raw_messages(raws, shift_dates=True),
-            }
-            for dating, mailbox in datings.items():
-                figures[f"quota_{dating}"] = _quota_run(
-                    client, quota_server, dating, mailbox, QUOTA_UNITS_PER_SECOND
-                )
+            for dating in ("dense", "corpus"):
+                figures[f"quota_{dating}"] = _quota_run(client, dating, dating, QUOTA_UNITS_PER_SECOND)
+            figures["quota_dense_3k"] = _quota_run(
+                client, "dense-3k", "dense", QUOTA_UNITS_PER_SECOND, replicas=REPLICAS_STEADY
+            )
 
             # The same pipeline at a quota the CPU can keep up with: how close downloads run to the quota
             # when enrichment is not the bottleneck (same messages, dense dating).
-            quota_server.configure(quota_units_per_second=LOW_QUOTA_UNITS_PER_SECOND)
-            os.environ["EMAILSYNC_QUOTA_UNITS_PER_SECOND"] = str(LOW_QUOTA_UNITS_PER_SECOND)
-            get_settings.cache_clear()
-            low = _quota_run(client, quota_server, "low", _dense_mailbox(raws), LOW_QUOTA_UNITS_PER_SECOND)
+            low = _quota_run(client, "low", "dense", LOW_QUOTA_UNITS_PER_SECOND)
             figures["quota_low"] = low
             figures["ratio_to_ceiling_when_quota_bound"] = low["ratio_to_ceiling"]
 
             dense = figures["quota_dense"]
             figures["end_to_end_ratio_to_ceiling"] = dense["ratio_to_ceiling"]
+            figures["steady_state_ratio_to_ceiling"] = dense["steady_state_ratio_to_ceiling"]
+            figures["end_to_end_ratio_to_ceiling_3k"] = figures["quota_dense_3k"]["ratio_to_ceiling"]
+            figures["steady_state_ratio_to_ceiling_3k"] = figures["quota_dense_3k"][
+                "steady_state_ratio_to_ceiling"
+            ]
             figures["prefect_overhead_ratio"] = dense["prefect_overhead_ratio"]
             figures["enrichment_messages_per_second_in_flow"] = dense["enrichment_messages_per_second"]
 
             prefect_api_url = PREFECT_API_URL.value()
-            child = {
-                **os.environ,
-                "GMAIL_API_ENDPOINT": free_server.url,
-                "EMAILSYNC_QUOTA_UNITS_PER_SECOND": str(UNLIMITED_QUOTA),
-                "PREFECT_API_URL": prefect_api_url,
-            }
             memory: dict[str, Any] = {}
             for label, replicas in (("small", REPLICAS_SMALL), ("large", REPLICAS_LARGE)):
                 account = seed_account(
@@ -229,8 +352,14 @@ def run() -> dict[str, Any]:
                     family_id=f"family-{label}",
                     token=f"rss-{label}",
                 )
-                free_server.add_mailbox(account.token, Mailbox.from_raw_messages(_replicated(raws, replicas)))
-                memory[label] = _sync_subprocess(account.provider_user_id, child)
+                with _gmail_server_process("own", None, replicas) as url:
+                    child = {
+                        **os.environ,
+                        "GMAIL_API_ENDPOINT": url,
+                        "EMAILSYNC_QUOTA_UNITS_PER_SECOND": str(UNLIMITED_QUOTA),
+                        "PREFECT_API_URL": prefect_api_url,
+                    }
+                    memory[label] = _sync_subprocess(account.provider_user_id, child)
             figures["memory"] = memory
             figures["peak_rss_large_over_small"] = round(
                 memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"], 3
@@ -239,13 +368,15 @@ def run() -> dict[str, Any]:
                 memory["large"]["messages"] / memory["small"]["messages"], 2
             )
         finally:
-            quota_server.stop()
-            free_server.stop()
             os.environ.clear()
             os.environ.update(saved_environment)
             get_settings.cache_clear()
             reset_clients()
-    figures["goals"] = {"end_to_end_ratio_to_ceiling": ">= 0.95", "prefect_overhead_ratio": "<= 0.05"}
+    figures["goals"] = {
+        "end_to_end_ratio_to_ceiling": ">= 0.95",
+        "steady_state_ratio_to_ceiling": ">= 0.95",
+        "prefect_overhead_ratio": "<= 0.05",
+    }
     return figures
 
 

@@ -9,8 +9,6 @@ sees: first snapshot showing the doc `pending`, first showing it `in_progress`. 
 from __future__ import annotations
 
 import contextlib
-import mailbox as std_mailbox
-import os
 import statistics
 import threading
 import time
@@ -20,10 +18,9 @@ from typing import Any
 
 from google.cloud import firestore
 
-from emailsync.config import get_settings
-from emailsync.firestore.client import get_firestore_client, reset_clients
+from emailsync.firestore.client import get_firestore_client, temporary_environment
 from emailsync.firestore.emulator import FirestoreEmulator
-from emailsync.gmail.mailbox import Mailbox
+from emailsync.gmail.mailbox import Mailbox, read_mbox
 from emailsync.gmail.server import GmailApiServer
 from emailsync.models import SyncProgress
 
@@ -37,11 +34,7 @@ GOAL_RUNNING_SECONDS = 3.0
 
 
 def sample_raws() -> list[bytes]:
-    box = std_mailbox.mbox(str(SAMPLE_MBOX), create=False)
-    try:
-        return [box.get_bytes(key, from_=False) for key in box.iterkeys()]
-    finally:
-        box.close()
+    return read_mbox(SAMPLE_MBOX)
 
 
 @contextlib.contextmanager
@@ -52,22 +45,12 @@ def local_stack(
     emulator = FirestoreEmulator().start()
     server = GmailApiServer(Mailbox.from_raw_messages(sample_raws()[:10]), quota_units_per_second=0).start()
     env = {**emulator.environ(BENCH_PROJECT), "GMAIL_API_ENDPOINT": server.url, **(extra_env or {})}
-    previous = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    reset_clients()
     try:
-        yield emulator, server
+        with temporary_environment(env):
+            yield emulator, server
     finally:
         server.stop()
         emulator.stop()
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
-        reset_clients()
 
 
 class StatusClock:

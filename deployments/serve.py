@@ -19,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from emailsync.config import PREFECT_OFFLINE_ENVIRONMENT
 from emailsync.firestore.emulator import free_port
 
 PERIODIC_CRON = "0 * * * *"
@@ -89,8 +90,7 @@ class PrefectServerProcess:
             **os.environ,
             "PREFECT_HOME": str(self.home),
             "PREFECT_API_URL": self.api_url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
+            **PREFECT_OFFLINE_ENVIRONMENT,
             "PREFECT_UI_ENABLED": "false",
             # Workers look for due runs every second instead of every 10 (latency, not load, matters here).
             "PREFECT_WORKER_QUERY_SECONDS": "1",

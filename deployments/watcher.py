@@ -36,7 +36,7 @@ from pydantic import BaseModel
 
 from emailsync.config import get_settings
 from emailsync.firestore.client import get_firestore_client
-from emailsync.firestore.progress import ProgressWriter
+from emailsync.firestore.progress import ProgressWriter, get_progress_writer
 from emailsync.firestore.repositories import SyncStateRepository
 from emailsync.models import ProviderUser, SyncProgress, SyncState, SyncStatus, SyncTrigger
 from emailsync.sync.ids import new_sync_id
@@ -189,7 +189,7 @@ def default_launcher() -> SyncLauncher:
 
 def _fail_progress(sync_id: str, error: str) -> None:
     with contextlib.suppress(Exception):
-        ProgressWriter().fail(sync_id, error)
+        get_progress_writer().fail(sync_id, error)
 
 
 class GmailConnectWatcher:

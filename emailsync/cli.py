@@ -7,7 +7,6 @@ Commands that need Prefect, the flows or the embedding model import them inside 
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from emailsync.config import use_offline_prefect_defaults
 from emailsync.models import EmailRecord, SyncProgress, SyncTrigger
 
 app = typer.Typer(
@@ -228,17 +228,14 @@ def search(
 
 
 def _score(record: EmailRecord) -> str:
-    """Cosine similarity = 1 - the cosine distance the repository reports with each result."""
-    from emailsync.firestore.repositories import VECTOR_DISTANCE_FIELD
+    from emailsync.firestore.repositories import cosine_similarity
 
-    distance = (record.model_extra or {}).get(VECTOR_DISTANCE_FIELD)
-    return f"{1.0 - float(distance):.3f}" if distance is not None else "-"
+    similarity = cosine_similarity(record)
+    return f"{similarity:.3f}" if similarity is not None else "-"
 
 
 def main() -> None:
-    # Offline by default (as the Makefile exports): no telemetry from Prefect's temporary server.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    use_offline_prefect_defaults()
     app()
 
 

@@ -7,6 +7,19 @@ from functools import lru_cache
 
 from pydantic import BaseModel, Field
 
+# Prefect (server and client) runs offline: no telemetry, no update checks. The Makefile exports these
+# too; entry points set them unless already set, and child Prefect processes get them explicitly.
+PREFECT_OFFLINE_ENVIRONMENT: dict[str, str] = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def use_offline_prefect_defaults() -> None:
+    """Set `PREFECT_OFFLINE_ENVIRONMENT` in this process, except where the environment already says."""
+    for name, value in PREFECT_OFFLINE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
 
 class QuotaCosts(BaseModel):
     """Gmail quota units per method. Google projects differ, so every cost is configurable."""

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from emailsync.config import get_settings
+from emailsync.config import get_settings, use_offline_prefect_defaults
 from emailsync.firestore.client import get_firestore_client, reset_clients
 from emailsync.firestore.emulator import FirestoreEmulator
 from emailsync.models import SyncProgress, SyncStatus
@@ -46,9 +46,7 @@ def run_demo(mbox: Path | None = None, console: Console | None = None) -> int:
     mbox = mbox or SAMPLE_MBOX
     # Prefect's own INFO lines would tear the progress bar apart; its warnings still show.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # Offline and quiet: no telemetry from Prefect's temporary server (as `make` exports too).
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    use_offline_prefect_defaults()
     started = time.monotonic()
     code = 1
     with contextlib.ExitStack() as stack:  # everything started, stopped in reverse order
@@ -293,14 +291,14 @@ def _print_results(
 
 def _print_search(client: firestore.Client, provider_user_id: str, console: Console, query: str) -> None:
     from emailsync.enrichment import get_enricher
-    from emailsync.firestore.repositories import VECTOR_DISTANCE_FIELD, EmailRepository
+    from emailsync.firestore.repositories import EmailRepository, cosine_similarity
 
     vector = get_enricher().embed_query(query)
     results = EmailRepository(client).find_nearest(provider_user_id, vector, limit=3)
     console.print(f'\n[bold]semantic search[/] "{query}" (emailsync search "{query}" --provider-user-id ...)')
     for rank, record in enumerate(results, start=1):
-        distance = (record.model_extra or {}).get(VECTOR_DISTANCE_FIELD)
-        score = f" (similarity {1.0 - float(distance):.2f})" if distance is not None else ""
+        similarity = cosine_similarity(record)
+        score = f" (similarity {similarity:.2f})" if similarity is not None else ""
         console.print(f"  {rank}. {record.subject!r} from {record.sender}{score}")
         if record.summary:
             console.print(f"     {record.summary}")

@@ -5,7 +5,9 @@ Tasks retry exactly the errors `is_retriable` accepts; everything else fails the
 
 from __future__ import annotations
 
+import email.utils
 import socket
+from datetime import UTC, datetime
 
 
 class EmailSyncError(Exception):
@@ -39,6 +41,25 @@ class HistoryExpiredError(FatalError):
 
 class LeaseHeldError(EmailSyncError):
     """Another sync for this provider user holds the lease; this trigger is skipped."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from an HTTP `Retry-After` value (delay-seconds or an HTTP-date); None if absent
+    or unreadable. Never negative."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:  # HTTP-date form
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 _TRANSIENT_BUILTINS: tuple[type[BaseException], ...] = (

@@ -95,13 +95,11 @@ class EnrichmentInfo(FirestoreModel):
     model: str
 
 
-class EmailRecord(FirestoreModel):
-    """`providerUsers/{providerUserId}/emails/{gmailMessageId}` (document id = Gmail message id)."""
+class EmailContent(FirestoreModel):
+    """What a message itself says: the fields the MIME parser fills (`emailsync.gmail.mime.ParsedEmail`)."""
 
     message_id: str
     thread_id: str | None = None
-    app_user_id: str
-    family_id: str | None = None
     subject: str = ""
     sender: str = Field(default="", alias="from")
     to: list[str] = Field(default_factory=list)
@@ -115,15 +113,19 @@ class EmailRecord(FirestoreModel):
     parse_errors: list[str] = Field(default_factory=list)
     raw_headers: str | None = None  # kept when the message could not be parsed cleanly
     attachments: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class EmailRecord(EmailContent):
+    """`providerUsers/{providerUserId}/emails/{gmailMessageId}` (document id = Gmail message id):
+    the content plus its owner and enrichment."""
+
+    app_user_id: str
+    family_id: str | None = None
     summary: str | None = None
     tags: list[str] = Field(default_factory=list)
     embedding: list[float] | None = None  # stored as a Firestore Vector by the repository
     enrichment: EnrichmentInfo | None = None
     synced_at: datetime | None = None
-
-    @property
-    def enriched(self) -> bool:
-        return self.enrichment is not None and self.embedding is not None
 
 
 # ---------------------------------------------------------------------------------------- progress

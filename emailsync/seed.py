@@ -14,6 +14,7 @@ from google.cloud import firestore
 from pydantic import BaseModel
 
 from emailsync.firestore.repositories import (
+    PROVIDER_USERS,
     AppUserRepository,
     CredentialsRepository,
     FamilyRepository,
@@ -27,8 +28,6 @@ from emailsync.models import (
     ProviderServices,
     ProviderUser,
 )
-
-PROVIDER_USERS = "providerUsers"
 
 
 class SeededAccount(BaseModel):

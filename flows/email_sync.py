@@ -305,9 +305,7 @@ def _pipeline(
             lambda batch=batch, point=point: process_email_batch(
                 resources, batch, point, checkpoint=checkpoint
             ),
-            domain_seconds=lambda outcome: (
-                outcome.parse_seconds + outcome.enrich_seconds + outcome.store_seconds
-            ),
+            domain_seconds=lambda outcome: outcome.wall_seconds,
         )
         point = outcome.progress
         _add_outcome(summary, batch, outcome)

@@ -15,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from deployments.watcher import EMAIL_SYNC_DEPLOYMENT
 from emailsync.config import get_settings
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.repositories import ProviderUserRepository
 from emailsync.models import SyncTrigger
 from emailsync.sync.summary import SyncSummary
 
-EMAIL_SYNC_DEPLOYMENT = "email-sync/email-sync"
 DEFAULT_CONCURRENCY = 4
 
 

@@ -25,12 +25,10 @@ def main() -> None:
 def _raw_entries(path: Path) -> list[bytes]:
     box = mailbox.mbox(path, create=False)
     entries = []
-    for key in box.keys():
-        start, stop = box._toc[key]  # byte range of the entry, From_ line included
-        with path.open("rb") as handle:
-            handle.seek(start)
-            entry = handle.read(stop - start)
+    for key in box.iterkeys():
+        entry = box.get_bytes(key, from_=True)  # the entry as stored, From_ line included
         entries.append(entry if entry.endswith(b"\n\n") else entry.rstrip(b"\n") + b"\n\n")
+    box.close()
     return entries
 
 

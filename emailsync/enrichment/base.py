@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from emailsync.models import EmailContent
+
 SUMMARY_MAX_CHARS = 300
 MAX_TAGS = 3
 EMBEDDING_DIMENSIONS = 384
@@ -18,6 +20,16 @@ class EnrichmentInput(BaseModel):
     subject: str = ""
     sender: str = ""
     body_text: str = ""
+
+    @classmethod
+    def from_email(cls, email: EmailContent) -> EnrichmentInput:
+        """What an enricher sees of a parsed (`ParsedEmail`) or stored (`EmailRecord`) email."""
+        return cls(
+            message_id=email.message_id,
+            subject=email.subject,
+            sender=email.sender,
+            body_text=email.body_text,
+        )
 
 
 class Enrichment(BaseModel):

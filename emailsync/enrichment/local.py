@@ -11,12 +11,16 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emailsync.enrichment.base import EMBEDDING_DIMENSIONS, MAX_TAGS, Enrichment, EnrichmentInput
 from emailsync.enrichment.taxonomy import TAG_DESCRIPTIONS, TAXONOMY, rule_tags
-from emailsync.enrichment.text import clean_body, embedding_text, extractive_summaries
+from emailsync.enrichment.text import bodies_and_embedding_texts, extractive_summaries
+
+if TYPE_CHECKING:  # imported lazily at run time: torch takes seconds to import
+    from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +35,18 @@ TAG_SIMILARITY_FLOOR = 0.12
 TAG_MARGIN = 0.05
 
 _model_lock = threading.Lock()
-_model: object | None = None
+_model: SentenceTransformer | None = None
 
 
-def _cpu_count() -> int:
+def usable_cpu_count() -> int:
+    """CPUs this process may run on (its affinity), which is what torch should use."""
     try:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
 
-def load_sentence_model():  # -> sentence_transformers.SentenceTransformer (imported lazily: torch is slow)
+def load_sentence_model() -> SentenceTransformer:
     """The process-wide MiniLM model, loaded on first use from the installed package, offline."""
     global _model
     with _model_lock:
@@ -58,7 +63,7 @@ def load_sentence_model():  # -> sentence_transformers.SentenceTransformer (impo
             transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar in worker logs
 
             started = time.perf_counter()
-            torch.set_num_threads(_cpu_count())
+            torch.set_num_threads(usable_cpu_count())
             model = SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
             model.max_seq_length = MAX_SEQ_LENGTH
             model.eval()
@@ -90,7 +95,7 @@ class LocalEnricher:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         model = load_sentence_model()
-        vectors = model.encode(  # type: ignore[attr-defined]
+        vectors = model.encode(
             texts,
             batch_size=ENCODE_BATCH_SIZE,
             normalize_embeddings=True,
@@ -102,11 +107,7 @@ class LocalEnricher:
     def enrich(self, items: list[EnrichmentInput]) -> list[Enrichment]:
         if not items:
             return []
-        bodies = [clean_body(item.body_text) for item in items]
-        texts = [
-            embedding_text(item.subject, item.sender, paragraphs, item.body_text, EMBEDDING_TEXT_CHARS)
-            for item, paragraphs in zip(items, bodies, strict=True)
-        ]
+        bodies, texts = bodies_and_embedding_texts(items, EMBEDDING_TEXT_CHARS)
         with self._lock:
             self._ensure_loaded()
             vectors = self._encode(texts)

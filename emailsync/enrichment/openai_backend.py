@@ -12,7 +12,6 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import numpy as np
@@ -23,13 +22,12 @@ from emailsync.config import Settings
 from emailsync.enrichment.base import MAX_TAGS, SUMMARY_MAX_CHARS, Enrichment, EnrichmentInput
 from emailsync.enrichment.taxonomy import TAG_DESCRIPTIONS, TAXONOMY, rule_tags
 from emailsync.enrichment.text import (
-    clean_body,
-    embedding_text,
+    bodies_and_embedding_texts,
     extractive_summaries,
     prompt_body,
     truncate,
 )
-from emailsync.errors import FatalError, RetriableError, is_retriable
+from emailsync.errors import FatalError, RetriableError, is_retriable, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -80,18 +78,12 @@ class _ChatAnswer(BaseModel):
 def _retry_after_seconds(exc: openai.APIStatusError) -> float | None:
     """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date), if the server sent one."""
     headers = exc.response.headers
-    try:
-        if "retry-after-ms" in headers:
-            return max(float(headers["retry-after-ms"]) / 1000.0, 0.0)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
+    if "retry-after-ms" in headers:
         try:
-            return max(float(value), 0.0)
-        except ValueError:
-            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError, OverflowError):
-        return None
+            return max(float(headers["retry-after-ms"]) / 1000.0, 0.0)
+        except (TypeError, ValueError):
+            return None
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def classify_openai_error(exc: Exception) -> Exception:
@@ -140,11 +132,7 @@ class OpenAIEnricher:
     def enrich(self, items: list[EnrichmentInput]) -> list[Enrichment]:
         if not items:
             return []
-        bodies = [clean_body(item.body_text) for item in items]
-        texts = [
-            embedding_text(item.subject, item.sender, paragraphs, item.body_text, EMBEDDING_TEXT_CHARS)
-            for item, paragraphs in zip(items, bodies, strict=True)
-        ]
+        bodies, texts = bodies_and_embedding_texts(items, EMBEDDING_TEXT_CHARS)
         pool = ThreadPoolExecutor(max_workers=CHAT_CONCURRENCY, thread_name_prefix="openai-chat")
         try:
             pending = pool.map(self._summarise_and_tag, items, bodies)

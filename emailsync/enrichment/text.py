@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from emailsync.enrichment.base import SUMMARY_MAX_CHARS
+from emailsync.enrichment.base import SUMMARY_MAX_CHARS, EnrichmentInput
 
 # Only the start of a body matters for a summary or an embedding; huge bodies are cut before any regex.
 BODY_SCAN_CHARS = 8000
@@ -112,6 +112,18 @@ def embedding_text(
     body = _URL.sub(" ", body)
     text = _WHITESPACE.sub(" ", f"{head}. {body}" if head else body).strip()
     return text[:max_chars] or "(empty message)"
+
+
+def bodies_and_embedding_texts(
+    items: Sequence[EnrichmentInput], max_chars: int
+) -> tuple[list[list[str]], list[str]]:
+    """Per item: its cleaned body paragraphs, and the `embedding_text` (at most `max_chars`) built on them."""
+    bodies = [clean_body(item.body_text) for item in items]
+    texts = [
+        embedding_text(item.subject, item.sender, paragraphs, item.body_text, max_chars)
+        for item, paragraphs in zip(items, bodies, strict=True)
+    ]
+    return bodies, texts
 
 
 def prompt_body(body_text: str, max_chars: int) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator, Mapping
 
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
@@ -39,3 +41,25 @@ def reset_clients() -> None:
     """Forget cached clients (tests that switch emulator or project)."""
     with _lock:
         _clients.clear()
+
+
+@contextlib.contextmanager
+def temporary_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in `os.environ` for the block (e.g. `FirestoreEmulator.environ()`), then as before.
+
+    Settings and cached clients are dropped on entry and on exit, so both follow the environment.
+    """
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    get_settings.cache_clear()
+    reset_clients()
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+        reset_clients()

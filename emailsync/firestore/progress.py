@@ -84,6 +84,10 @@ def check_transition(sync_id: str, current: SyncStatus, target: SyncStatus) -> N
         raise IllegalTransitionError(sync_id, current, target)
 
 
+def _stored_status(data: Mapping[str, Any] | None) -> SyncStatus:
+    return SyncStatus((data or {}).get("status", SyncStatus.PENDING.value))
+
+
 def clamp_progress(value: float) -> int:
     return max(0, min(100, int(value)))
 
@@ -183,7 +187,7 @@ class ProgressWriter:
             if not snapshot.exists:
                 raise SyncProgressNotFoundError.for_sync(sync_id)
             data = snapshot.to_dict() or {}
-            current = SyncStatus(data.get("status", SyncStatus.PENDING.value))
+            current = _stored_status(data)
             check_transition(sync_id, current, target)
             update = fields(current, int(data.get("progress") or 0))
             update["status"] = target.value
@@ -245,7 +249,7 @@ class ProgressWriter:
         snapshot = self._document(sync_id).get()
         if not snapshot.exists:
             raise SyncProgressNotFoundError.for_sync(sync_id)
-        return SyncStatus((snapshot.to_dict() or {}).get("status", SyncStatus.PENDING.value))
+        return _stored_status(snapshot.to_dict())
 
     # ----------------------------------------------------------------------------- public API
 
@@ -276,7 +280,7 @@ class ProgressWriter:
 
         def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
             if snapshot.exists:
-                current = SyncStatus((snapshot.to_dict() or {}).get("status", SyncStatus.PENDING.value))
+                current = _stored_status(snapshot.to_dict())
                 if current is not SyncStatus.PENDING:
                     raise IllegalTransitionError(sync_id, current, SyncStatus.PENDING)
                 return None

@@ -161,6 +161,12 @@ def email_to_document(record: EmailRecord) -> dict[str, Any]:
     return data
 
 
+def cosine_similarity(record: EmailRecord) -> float | None:
+    """1 - the cosine distance `find_nearest` put on `record` (None for a record it did not return)."""
+    distance = (record.model_extra or {}).get(VECTOR_DISTANCE_FIELD)
+    return 1.0 - float(distance) if distance is not None else None
+
+
 def email_from_document(data: dict[str, Any]) -> EmailRecord:
     embedding = data.get("embedding")
     if isinstance(embedding, Vector):
@@ -269,6 +275,10 @@ def _state_of(snapshot: firestore.DocumentSnapshot) -> SyncState:
     return SyncState.from_firestore(snapshot.to_dict() if snapshot.exists else None)
 
 
+def _lease_timeout(timeout_seconds: float | None) -> float:
+    return timeout_seconds if timeout_seconds is not None else get_settings().lease_timeout_seconds
+
+
 def _held_by_other(state: SyncState, sync_id: str, now: datetime) -> bool:
     return (
         state.active_sync_id is not None
@@ -289,8 +299,7 @@ class SyncStateRepository(_Repository):
         return self.client.collection(SYNC_STATE).document(provider_user_id)
 
     def get(self, provider_user_id: str) -> SyncState:
-        snapshot = self._document(provider_user_id).get()
-        return SyncState.from_firestore(snapshot.to_dict() if snapshot.exists else None)
+        return _state_of(self._document(provider_user_id).get())
 
     def acquire_lease(
         self, provider_user_id: str, sync_id: str, owner: str, timeout_seconds: float | None = None
@@ -299,7 +308,7 @@ class SyncStateRepository(_Repository):
 
         A compare-and-set on the state document: of any number of concurrent acquirers exactly one wins.
         """
-        timeout = timeout_seconds if timeout_seconds is not None else get_settings().lease_timeout_seconds
+        timeout = _lease_timeout(timeout_seconds)
 
         def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
             now = _now()
@@ -359,7 +368,7 @@ class SyncStateRepository(_Repository):
         leaves a lock that blocks every later write to the document (the emulator never drops it).
         False (and nothing written) when `sync_id` does not hold the lease.
         """
-        timeout = timeout_seconds if timeout_seconds is not None else get_settings().lease_timeout_seconds
+        timeout = _lease_timeout(timeout_seconds)
 
         def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
             if not snapshot.exists or _state_of(snapshot).active_sync_id != sync_id:

@@ -14,7 +14,6 @@ pacing bucket is shared by every thread and every client of the same user, so th
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import logging
 import random
@@ -41,6 +40,7 @@ from emailsync.errors import (
     FatalError,
     HistoryExpiredError,
     RetriableError,
+    parse_retry_after,
 )
 from emailsync.gmail import settings as gmail_settings
 from emailsync.gmail.pacing import Sleep, TokenBucket, shared_bucket
@@ -103,23 +103,6 @@ class ClientStats:
 # ------------------------------------------------------------------------------------------ errors
 
 
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:  # HTTP-date form
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def _error_details(content: bytes | str | None) -> tuple[str, set[str]]:
     """(server message, error reasons) from a Google JSON error body, or the body text itself."""
     if content is None:
@@ -160,7 +143,7 @@ def classify_http_error(
     """The one mapping from a Gmail HTTP answer to an `emailsync.errors` class."""
     message, reasons = _error_details(content)
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    retry_after = _parse_retry_after(lowered.get("retry-after"))
+    retry_after = parse_retry_after(lowered.get("retry-after"))
     detail = _scrub(f"{operation}: HTTP {status}" + (f" {message}" if message else ""), secrets)
     if status == 401 or "invalid_grant" in reasons or "invalid_grant" in message:
         return AuthorizationRevokedError(detail)

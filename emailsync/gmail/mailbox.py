@@ -45,6 +45,15 @@ _HTML_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | 
 _WHITESPACE = re.compile(r"\s+")
 
 
+def read_mbox(path: Path | str) -> list[bytes]:
+    """Every entry of an mbox file as stored (minus its `From ` line): the raw messages, in file order."""
+    box = std_mailbox.mbox(str(path), create=False)
+    try:
+        return [box.get_bytes(key, from_=False) for key in box.iterkeys()]
+    finally:
+        box.close()
+
+
 def b64url(data: bytes) -> str:
     """Gmail's encoding for `raw` and body data: URL-safe base64 with padding."""
     return base64.urlsafe_b64encode(data).decode("ascii")
@@ -284,12 +293,9 @@ class Mailbox:
         now: datetime | None = None,
         email_address: str = DEFAULT_EMAIL_ADDRESS,
     ) -> Mailbox:
-        box = std_mailbox.mbox(str(path), create=False)
-        try:
-            raws = [box.get_bytes(key, from_=False) for key in box.iterkeys()]
-        finally:
-            box.close()
-        return cls.from_raw_messages(raws, shift_dates=shift_dates, now=now, email_address=email_address)
+        return cls.from_raw_messages(
+            read_mbox(path), shift_dates=shift_dates, now=now, email_address=email_address
+        )
 
     @classmethod
     def from_raw_messages(

@@ -24,31 +24,14 @@ from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from emailsync.gmail import settings as limits
+from emailsync.models import EmailContent
 
 logger = logging.getLogger(__name__)
 
 
-class ParsedEmail(BaseModel):
+class ParsedEmail(EmailContent):
     """The content fields of `EmailRecord`: `EmailRecord(**parsed.model_dump(), app_user_id=..., ...)`."""
-
-    message_id: str
-    thread_id: str | None = None
-    subject: str = ""
-    sender: str = ""
-    to: list[str] = Field(default_factory=list)
-    cc: list[str] = Field(default_factory=list)
-    date: datetime | None = None
-    internal_date: int | None = None  # epoch milliseconds, as Gmail reports it
-    label_ids: list[str] = Field(default_factory=list)
-    snippet: str = ""
-    body_text: str = ""
-    truncated: bool = False
-    parse_errors: list[str] = Field(default_factory=list)
-    raw_headers: str | None = None
-    attachments: list[dict[str, Any]] = Field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------ charsets

@@ -65,6 +65,7 @@ _ATTACHMENT_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/attach
 _HISTORY_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/history/?$")
 _PROFILE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/profile/?$")
 _BATCH_PATHS = ("/batch/gmail/v1", "/batch")
+STATS_PATH = "/_stats"  # GET: ServerStats as JSON (admin, for out-of-process callers)
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 
 
@@ -386,6 +387,10 @@ class GmailApiServer:
     # ------------------------------------------------------------------------------- handling
     def handle_http(self, method: str, target: str, headers: dict[str, str], body: bytes) -> ApiResponse:
         """Entry point for one HTTP request (already read off the socket)."""
+        if method == "GET" and urlsplit(target).path == STATS_PATH:
+            # Admin route, not part of the Gmail API: lets a bench read the stats of a server running in
+            # another process. Not counted in the stats it reports.
+            return ApiResponse(200, self.stats.model_dump_json().encode())
         with self._lock:
             self._stats.http_requests += 1
             latency_ms = self.latency_ms

@@ -2,7 +2,9 @@
 
 `SyncSession` holds what one sync talks to (Gmail, Firestore repositories, the progress writer, the
 enricher) and exposes each step as a plain method, so Prefect tasks stay thin wrappers and every step
-can be timed apart from the orchestration around it.
+can be timed apart from the orchestration around it. Within a batch, email writes run on a background
+writer while the next chunk is enriched (`emailsync.sync.writer`); the batch's checkpoint still follows
+its last write.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from emailsync.gmail.mime import parse_message
 from emailsync.models import BackfillCursor, EmailRecord, EnrichmentInfo, SyncWindow
 from emailsync.sync.backfill import PlannedBatch, plan_next_batch
 from emailsync.sync.progress_math import monotone_percent, percent_complete
+from emailsync.sync.writer import BackgroundEmailWriter
 
 if TYPE_CHECKING:
     from emailsync.firestore.progress import ProgressWriter
     from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
     from emailsync.gmail.client import GmailClient, GmailMessage
+
+# A batch is enriched and handed to the background writer in chunks of this size, so its writes
+# overlap the enrichment of the next chunk (a batch of 100: two chunks; chunks of 25 encoded ~7% slower).
+STORE_CHUNK_SIZE = 50
 
 
 class FetchedBatch(BaseModel):
@@ -63,7 +70,10 @@ class BatchOutcome(BaseModel):
     window: SyncWindow | None = None
     parse_seconds: float = 0.0
     enrich_seconds: float = 0.0
-    store_seconds: float = 0.0  # email writes + checkpoint + lease renewal + progress write
+    # email writes (on the background writer, overlapping enrichment) + checkpoint + lease + progress write
+    store_seconds: float = 0.0
+    # the time the batch took end to end, which the overlap makes less than parse + enrich + store
+    wall_seconds: float = 0.0
 
 
 class SyncSession:
@@ -124,32 +134,21 @@ class SyncSession:
     # ------------------------------------------------------------------------------------ store
 
     def store_batch(self, fetched: FetchedBatch, before: ProgressPoint) -> BatchOutcome:
-        """Parse, enrich and store one fetched batch (progress and checkpoint follow in `finish_batch`)."""
+        """Parse, enrich and store one fetched batch (progress and checkpoint follow in `finish_batch`).
+
+        Chunk by chunk: while the background writer stores one chunk, the next is enriched.
+        Returns only once every email of the batch is stored; a failed write fails the batch."""
         started = time.perf_counter()
         records = [self._record(message) for message in fetched.messages]
         parsed_at = time.perf_counter()
         tag_counts: Counter[str] = Counter()
-        if records:
-            enrichments = self.enricher.enrich(
-                [
-                    EnrichmentInput(
-                        message_id=record.message_id,
-                        subject=record.subject,
-                        sender=record.sender,
-                        body_text=record.body_text,
-                    )
-                    for record in records
-                ]
-            )
-            info = EnrichmentInfo(model=self.enricher.model_name)
-            for record, enrichment in zip(records, enrichments, strict=True):
-                record.summary = enrichment.summary
-                record.tags = enrichment.tags
-                record.embedding = enrichment.embedding
-                record.enrichment = info
-                tag_counts.update(enrichment.tags)
-        enriched_at = time.perf_counter()
-        stored = self.emails.upsert_many(self.provider_user_id, records) if records else 0
+        with BackgroundEmailWriter(self.emails, self.provider_user_id) as writer:
+            for offset in range(0, len(records), STORE_CHUNK_SIZE):
+                chunk = records[offset : offset + STORE_CHUNK_SIZE]
+                tag_counts.update(self._enrich(chunk))
+                writer.submit(chunk)
+            enriched_at = time.perf_counter()
+            stored = writer.wait()
         processed = before.emails_processed + len(fetched.ids)
         batches = before.batches + 1
         percent = monotone_percent(
@@ -171,8 +170,34 @@ class SyncSession:
             window=fetched.window,
             parse_seconds=parsed_at - started,
             enrich_seconds=enriched_at - parsed_at,
-            store_seconds=time.perf_counter() - enriched_at,
+            store_seconds=writer.busy_seconds,
+            wall_seconds=time.perf_counter() - started,
         )
+
+    def _enrich(self, records: list[EmailRecord]) -> Counter[str]:
+        """Fill in summary, tags and embedding of `records`; the tags given, counted."""
+        tag_counts: Counter[str] = Counter()
+        if not records:
+            return tag_counts
+        enrichments = self.enricher.enrich(
+            [
+                EnrichmentInput(
+                    message_id=record.message_id,
+                    subject=record.subject,
+                    sender=record.sender,
+                    body_text=record.body_text,
+                )
+                for record in records
+            ]
+        )
+        info = EnrichmentInfo(model=self.enricher.model_name)
+        for record, enrichment in zip(records, enrichments, strict=True):
+            record.summary = enrichment.summary
+            record.tags = enrichment.tags
+            record.embedding = enrichment.embedding
+            record.enrichment = info
+            tag_counts.update(enrichment.tags)
+        return tag_counts
 
     def _record(self, message: GmailMessage) -> EmailRecord:
         parsed = parse_message(
@@ -211,7 +236,9 @@ class SyncSession:
             self.provider_user_id, self.sync_id, cursor, self.lease_timeout_seconds
         ):
             self._lost_lease()
-        outcome.store_seconds += time.perf_counter() - started
+        finished = time.perf_counter() - started
+        outcome.store_seconds += finished
+        outcome.wall_seconds += finished
         return outcome
 
     def _lost_lease(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from emailsync.config import Settings
 from emailsync.gmail.client import GmailClient
-from emailsync.gmail.mailbox import Mailbox
+from emailsync.gmail.mailbox import Mailbox, read_mbox
 from emailsync.gmail.mime import parse_message
 from emailsync.gmail.server import GmailApiServer
 from emailsync.models import EmailRecord, ProviderCredentials
@@ -19,14 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def read_corpus(corpus_dir: Path) -> list[bytes]:
-    raws: list[bytes] = []
-    for path in sorted(corpus_dir.glob("*.mbox")):
-        box = std_mailbox.mbox(str(path), create=False)
-        try:
-            raws.extend(box.get_bytes(key, from_=False) for key in box.iterkeys())
-        finally:
-            box.close()
-    return raws
+    return [raw for path in sorted(corpus_dir.glob("*.mbox")) for raw in read_mbox(path)]
 
 
 def test_whole_corpus_is_fetched_and_parsed_without_loss(

@@ -30,9 +30,9 @@ from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
 from emailsync.gmail.mailbox import Mailbox
 from emailsync.gmail.server import GmailApiServer
-from emailsync.models import SyncMode, SyncProgress, SyncStatus
+from emailsync.models import SyncMode, SyncStatus
 from emailsync.seed import SeededAccount, seed_account
-from tests.fixtures.firestore import TEST_PROJECT
+from tests.fixtures.firestore import TEST_PROJECT, progress_docs
 from tests.fixtures.gmail import REPO_ROOT
 from tests.fixtures.prefect import PrefectTestServer
 
@@ -74,13 +74,6 @@ def run_sync(provider_user_id: str, **kwargs: Any):  # -> SyncSummary
     from flows.email_sync import email_sync
 
     return email_sync(provider_user_id, **kwargs)
-
-
-def progress_docs(client: firestore.Client, provider_user_id: str) -> list[SyncProgress]:
-    query = client.collection("syncProgress").where(
-        filter=firestore.FieldFilter("providerUserId", "==", provider_user_id)
-    )
-    return [SyncProgress.from_firestore(snapshot.to_dict()) for snapshot in query.stream()]
 
 
 class ProgressListener:

@@ -18,6 +18,8 @@ from google.cloud import firestore
 
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.emulator import FirestoreEmulator
+from emailsync.firestore.progress import ProgressWriter
+from emailsync.models import SyncMode
 from tests.fixtures.firestore import REPO_ROOT, TEST_PROJECT
 
 pytestmark = pytest.mark.integration
@@ -196,14 +198,6 @@ def seed(client: firestore.Client) -> None:
         "appUsers/alice": {"email": "alice@example.com", "familyId": "smiths", "admin": False},
         "appUsers/bob": {"email": "bob@example.com", "familyId": "smiths", "admin": False},
         "appUsers/carol": {"email": "carol@example.com", "familyId": "joneses", "admin": False},
-        DOCUMENTS["syncProgress"]: {
-            **owned,
-            "syncId": "sync-alice",
-            "providerUserId": "alice-gmail",
-            "type": "email",
-            "status": "in_progress",
-            "progress": 40,
-        },
         DOCUMENTS["providerUsers"]: {**owned, "provider": "google", "email": "alice@gmail.example"},
         DOCUMENTS["emails"]: {**owned, "messageId": "18c0ffee", "subject": "School trip"},
         DOCUMENTS["providerCredentials"]: {"token": "local-test-token"},
@@ -213,6 +207,12 @@ def seed(client: firestore.Client) -> None:
     for path, data in documents.items():
         batch.set(client.document(path), data)
     batch.commit()
+    # syncProgress has one writer, in tests too.
+    sync_id = DOCUMENTS["syncProgress"].rsplit("/", 1)[1]
+    progress = ProgressWriter(client, min_interval_seconds=0)
+    progress.create_pending(sync_id, app_user_id="alice", family_id="smiths", provider_user_id="alice-gmail")
+    progress.start(sync_id, SyncMode.BACKFILL)
+    progress.update(sync_id, 40)
 
 
 @pytest.fixture(scope="module")

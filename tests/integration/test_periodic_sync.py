@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import mailbox as std_mailbox
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,14 +10,14 @@ from google.cloud import firestore
 
 from emailsync.config import get_settings
 from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
-from emailsync.gmail.mailbox import Mailbox
+from emailsync.gmail.mailbox import Mailbox, read_mbox
 from emailsync.gmail.server import GmailApiServer
 from emailsync.seed import seed_account
 from flows.periodic_sync import periodic_email_sync
+from tests.fixtures.gmail import SAMPLE_MBOX
 
 pytestmark = [pytest.mark.integration, pytest.mark.prefect]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 USERS = [f"pu-periodic-{n:02d}" for n in range(20)]
 MAILBOX_SIZE = 3
 NEW_MESSAGES = {"pu-periodic-01": 2, "pu-periodic-07": 1, "pu-periodic-13": 3}
@@ -27,11 +25,7 @@ NEW_MESSAGES = {"pu-periodic-01": 2, "pu-periodic-07": 1, "pu-periodic-13": 3}
 
 @cache
 def _sample_raws() -> tuple[bytes, ...]:
-    box = std_mailbox.mbox(str(REPO_ROOT / "samples" / "sample.mbox"), create=False)
-    try:
-        return tuple(box.get_bytes(key, from_=False) for key in box.iterkeys())
-    finally:
-        box.close()
+    return tuple(read_mbox(SAMPLE_MBOX))
 
 
 def test_periodic_sync_stores_exactly_the_new_messages_and_idle_users_cost_one_history_call(

@@ -4,9 +4,9 @@ pool, one `prefect worker` subprocess; a Gmail connect through the watcher becom
 
 from __future__ import annotations
 
-import mailbox as std_mailbox
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -16,10 +16,11 @@ from deployments.serve import PrefectServerProcess
 from deployments.watcher import DeploymentLauncher, GmailConnectWatcher
 from emailsync.firestore.emulator import FirestoreEmulator
 from emailsync.firestore.repositories import EmailRepository
-from emailsync.gmail.mailbox import Mailbox
+from emailsync.gmail.mailbox import Mailbox, read_mbox
 from emailsync.gmail.server import GmailApiServer
 from emailsync.models import SyncProgress, SyncStatus, SyncTrigger
 from emailsync.seed import connect_gmail, seed_account
+from tests.fixtures.gmail import SAMPLE_MBOX
 
 pytestmark = [pytest.mark.integration, pytest.mark.prefect]
 
@@ -27,16 +28,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 POOL = "emailsync-pool"
 SYNC_TIMEOUT = 150.0
 MAILBOX_SIZE = 20
+FINISHED_STATE_TYPES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def _small_mailbox(size: int) -> Mailbox:
-    box = std_mailbox.mbox(str(REPO_ROOT / "samples" / "sample.mbox"), create=False)
-    try:
-        return Mailbox.from_raw_messages(
-            [box.get_bytes(key, from_=False) for key in list(box.iterkeys())[:size]]
-        )
-    finally:
-        box.close()
+    return Mailbox.from_raw_messages(read_mbox(SAMPLE_MBOX)[:size])
 
 
 def _wait_for_terminal_progress(client: firestore.Client, provider_user_id: str) -> SyncProgress:
@@ -51,6 +47,17 @@ def _wait_for_terminal_progress(client: firestore.Client, provider_user_id: str)
             return docs[0]
         time.sleep(0.5)
     raise AssertionError(f"no finished sync for {provider_user_id} within {SYNC_TIMEOUT}s")
+
+
+def _finished_flow_run(api_url: str, flow_run_id: str) -> dict[str, Any]:
+    """The flow run once Prefect reports it finished: the sync's last progress write comes before the
+    flow run's own final state, so right after seeing it `completed` the run may still be RUNNING."""
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    while True:
+        flow_run = requests.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+        if flow_run["state_type"] in FINISHED_STATE_TYPES or time.monotonic() > deadline:
+            return flow_run
+        time.sleep(0.5)
 
 
 def test_connect_runs_the_email_sync_deployment_on_a_process_worker(
@@ -83,7 +90,7 @@ def test_connect_runs_the_email_sync_deployment_on_a_process_worker(
             f"{sync.error}\n{server.log_tail(name='worker-worker-1.log')}"
         )
         assert sync.details.flow_run_id
-        flow_run = requests.get(f"{server.api_url}/flow_runs/{sync.details.flow_run_id}", timeout=10).json()
+        flow_run = _finished_flow_run(server.api_url, sync.details.flow_run_id)
         deployment = requests.get(
             f"{server.api_url}/deployments/{flow_run['deployment_id']}", timeout=10
         ).json()

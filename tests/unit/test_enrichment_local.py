@@ -55,14 +55,7 @@ def sample_inputs() -> list[EnrichmentInput]:
         if index >= 40:
             break
         parsed = parse_message(message.as_bytes(), message_id=f"sample-{index:03d}")
-        inputs.append(
-            EnrichmentInput(
-                message_id=parsed.message_id,
-                subject=parsed.subject,
-                sender=parsed.sender,
-                body_text=parsed.body_text,
-            )
-        )
+        inputs.append(EnrichmentInput.from_email(parsed))
     return inputs
 
 
