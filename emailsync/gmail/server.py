@@ -271,6 +271,8 @@ class GmailApiServer:
         self._status_counter: Counter[int] = Counter()
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
+        self._open = threading.Event()  # cleared by pause(): Gmail calls wait, as behind a slow network
+        self._open.set()
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> GmailApiServer:
@@ -287,6 +289,7 @@ class GmailApiServer:
         return self
 
     def stop(self) -> None:
+        self._open.set()  # release calls held by pause()
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -346,6 +349,7 @@ class GmailApiServer:
             self._mailboxes.clear()
             self._revoked.clear()
             self._buckets.clear()
+        self._open.set()
         self.reset_stats()
 
     def configure(
@@ -367,6 +371,13 @@ class GmailApiServer:
                 self.latency_ms = latency_ms
             if seed is not None:
                 self._random = random.Random(seed)
+
+    def pause(self) -> None:
+        """Hold every Gmail call (not /_stats) until `resume()`: lets a test keep a sync mid-flight."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
 
     @property
     def stats(self) -> ServerStats:
@@ -396,6 +407,7 @@ class GmailApiServer:
             latency_ms = self.latency_ms
         if latency_ms:
             time.sleep(latency_ms / 1000)
+        self._open.wait()
         path = urlsplit(target).path
         if method == "POST" and path.rstrip("/") in _BATCH_PATHS:
             return self._handle_batch(headers, body)

@@ -21,6 +21,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.vector import Vector
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.logging.configuration import setup_logging
 
 from emailsync.config import get_settings
 from emailsync.errors import AuthorizationRevokedError
@@ -30,7 +31,7 @@ from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
 from emailsync.gmail.mailbox import Mailbox
 from emailsync.gmail.server import GmailApiServer
-from emailsync.models import SyncMode, SyncStatus
+from emailsync.models import SyncMode, SyncProgress, SyncStatus
 from emailsync.seed import SeededAccount, seed_account
 from tests.fixtures.firestore import TEST_PROJECT, progress_docs
 from tests.fixtures.gmail import REPO_ROOT
@@ -334,10 +335,9 @@ def test_twenty_simultaneous_triggers_for_one_user_run_exactly_one_sync_and_skip
     firestore_client, account, sample_mailbox, make_gmail_server, sync_environment
 ):
     mailbox = small_mailbox(sample_mailbox, 20)
-    # A slow quota keeps the one real sync running while the other nineteen arrive (creating twenty flow
-    # runs at once on the test server's SQLite database can take many seconds).
-    server = make_gmail_server(mailbox, quota_units_per_second=5)
+    server = make_gmail_server(mailbox, quota_units_per_second=TEST_QUOTA_UNITS_PER_SECOND)
     sync_environment(server)
+    setup_logging()  # Prefect configures logging at its first run; done later, it would drop our handler
     flow_run_log = RecordingHandler()
     logging.getLogger("prefect.flow_runs").addHandler(flow_run_log)
     start = threading.Barrier(20)
@@ -351,9 +351,18 @@ def test_twenty_simultaneous_triggers_for_one_user_run_exactly_one_sync_and_skip
         except BaseException as exc:
             errors.append(exc)
 
+    # Gmail holds every call until all twenty triggers have been decided, so the one sync that took the
+    # lease is still running when the last trigger arrives, however slowly twenty flow runs get created.
+    server.pause()
     threads = [threading.Thread(target=trigger) for _ in range(20)]
     for thread in threads:
         thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(skipped_docs(firestore_client, account)) < 19:
+            time.sleep(0.2)
+    finally:
+        server.resume()
     for thread in threads:
         thread.join(timeout=150)
     logging.getLogger("prefect.flow_runs").removeHandler(flow_run_log)
@@ -371,6 +380,14 @@ def test_twenty_simultaneous_triggers_for_one_user_run_exactly_one_sync_and_skip
     assert real.syncId == winner.sync_id
     skipped_line = f"skipped: sync {winner.sync_id} already running for {account.provider_user_id}"
     assert sum(skipped_line in message for message in flow_run_log.messages) == 19
+
+
+def skipped_docs(client: firestore.Client, account: SeededAccount) -> list[SyncProgress]:
+    return [
+        doc
+        for doc in progress_docs(client, account.provider_user_id)
+        if doc.status is SyncStatus.COMPLETED and (doc.details.model_extra or {}).get("skipped")
+    ]
 
 
 # ------------------------------------------------------------------------------------------ incremental
