@@ -136,6 +136,7 @@ def prompt_body(body_text: str, max_chars: int) -> str:
 def split_sentences(paragraphs: Sequence[str]) -> list[str]:
     """Candidate summary sentences in reading order (greetings and fragments left out)."""
     sentences: list[str] = []
+    seen: set[str] = set()  # newsletters repeat their headline in the body: a summary says it once
     for paragraph in paragraphs:
         pieces: list[str] = []
         for piece in _SENTENCE_END.split(_URL.sub(" ", paragraph)):
@@ -151,6 +152,9 @@ def split_sentences(paragraphs: Sequence[str]) -> list[str]:
                 continue
             if _GREETING.match(sentence) and len(sentence) < 60:
                 continue
+            if sentence.casefold() in seen:
+                continue
+            seen.add(sentence.casefold())
             sentences.append(sentence)
             if len(sentences) >= MAX_CANDIDATE_SENTENCES:
                 return sentences
