@@ -411,23 +411,6 @@ def _tag_flow_run(*tags: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def run_sync_cli(
-    provider_user_id: str,
-    trigger: str = "manual",
-    sync_id: str | None = None,
-    lookback_weeks: int | None = None,
-    batch_size: int | None = None,
-) -> SyncSummary:
-    """One flow run from a shell (also what `emailsync sync` calls)."""
-    return email_sync(
-        provider_user_id,
-        trigger=trigger,
-        sync_id=sync_id,
-        lookback_weeks=lookback_weeks,
-        batch_size=batch_size,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.email_sync", description=__doc__.splitlines()[0])
     parser.add_argument("provider_user_id")
@@ -436,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookback-weeks", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args(argv)
-    summary = run_sync_cli(
+    summary = email_sync(
         args.provider_user_id,
         trigger=args.trigger,
         sync_id=args.sync_id,
