@@ -43,6 +43,7 @@ from emailsync.errors import (
     parse_retry_after,
 )
 from emailsync.gmail import settings as gmail_settings
+from emailsync.gmail.mime import ParsedEmail, parse_message
 from emailsync.gmail.pacing import Sleep, TokenBucket, shared_bucket
 from emailsync.gmail.settings import DEFAULT_RETRY_POLICY, RetryPolicy
 from emailsync.models import ProviderCredentials
@@ -67,6 +68,17 @@ class GmailMessage(BaseModel):
     internal_date: int  # epoch milliseconds
     history_id: str | None = None
     raw: bytes
+
+    def parse(self) -> ParsedEmail:
+        """The email's content, with Gmail's own metadata; never raises (see `parse_message`)."""
+        return parse_message(
+            self.raw,
+            message_id=self.id,
+            thread_id=self.thread_id,
+            label_ids=self.label_ids,
+            internal_date=self.internal_date,
+            snippet=self.snippet,
+        )
 
 
 class MessagePage(BaseModel):

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from emailsync.enrichment import Enricher, EnrichmentInput
 from emailsync.errors import LeaseHeldError
-from emailsync.gmail.mime import parse_message
 from emailsync.models import BackfillCursor, EmailRecord, EnrichmentInfo, SyncWindow
 from emailsync.sync.backfill import PlannedBatch, plan_next_batch
 from emailsync.sync.progress_math import monotone_percent, percent_complete
@@ -200,15 +199,9 @@ class SyncSession:
         return tag_counts
 
     def _record(self, message: GmailMessage) -> EmailRecord:
-        parsed = parse_message(
-            message.raw,
-            message_id=message.id,
-            thread_id=message.thread_id,
-            label_ids=message.label_ids,
-            internal_date=message.internal_date,
-            snippet=message.snippet,
+        return EmailRecord(
+            **message.parse().model_dump(), app_user_id=self.app_user_id, family_id=self.family_id
         )
-        return EmailRecord(**parsed.model_dump(), app_user_id=self.app_user_id, family_id=self.family_id)
 
     # ------------------------------------------------------------------------------------ after storing
 

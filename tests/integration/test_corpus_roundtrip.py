@@ -11,7 +11,6 @@ import pytest
 from emailsync.config import Settings
 from emailsync.gmail.client import GmailClient
 from emailsync.gmail.mailbox import Mailbox, read_mbox
-from emailsync.gmail.mime import parse_message
 from emailsync.gmail.server import GmailApiServer
 from emailsync.models import EmailRecord, ProviderCredentials
 
@@ -44,20 +43,7 @@ def test_whole_corpus_is_fetched_and_parsed_without_loss(
     fetched = []
     for start in range(0, len(listed), 250):  # pages bigger than one batch: the client splits them
         fetched.extend(client.get_messages(listed[start : start + 250]))
-    records = [
-        EmailRecord(
-            **parse_message(
-                message.raw,
-                message_id=message.id,
-                thread_id=message.thread_id,
-                label_ids=message.label_ids,
-                internal_date=message.internal_date,
-                snippet=message.snippet,
-            ).model_dump(),
-            app_user_id="corpus-user",
-        )
-        for message in fetched
-    ]
+    records = [EmailRecord(**message.parse().model_dump(), app_user_id="corpus-user") for message in fetched]
 
     server_ids = {message.id for message in server_mailbox.newest_first()}
     expected = sum(len(std_mailbox.mbox(str(p), create=False)) for p in corpus_dir.glob("*.mbox"))
