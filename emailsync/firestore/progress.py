@@ -196,6 +196,27 @@ class ProgressWriter:
 
         compare_and_set(self.client, self._document(sync_id), decide)
 
+    def _write_tracked(
+        self,
+        sync_id: str,
+        state: _DocumentState,
+        target: SyncStatus,
+        fields: Callable[[SyncStatus, int], dict[str, Any]],
+        pending: tuple[int | None, dict[str, Any]],
+    ) -> None:
+        """`_write_transition`, keeping `state` in step (caller holds `state.lock`): on an illegal move
+        it learns the stored status; on any other error the taken `pending` update waits again."""
+        try:
+            self._write_transition(sync_id, target, fields)
+        except IllegalTransitionError as exc:
+            state.status = exc.current
+            raise
+        except BaseException:
+            state.restore_pending(*pending)
+            raise
+        state.status = target
+        state.last_write = time.monotonic()
+
     def _write_in_progress(self, sync_id: str, state: _DocumentState) -> None:
         """Write the waiting update now (caller holds `state.lock`); the update stays waiting on error."""
         progress, details = state.take_pending()
@@ -203,16 +224,7 @@ class ProgressWriter:
         def fields(_current: SyncStatus, stored_progress: int) -> dict[str, Any]:
             return {"progress": max(stored_progress, progress or 0), **details}
 
-        try:
-            self._write_transition(sync_id, SyncStatus.IN_PROGRESS, fields)
-        except IllegalTransitionError as exc:
-            state.status = exc.current
-            raise
-        except BaseException:
-            state.restore_pending(progress, details)
-            raise
-        state.status = SyncStatus.IN_PROGRESS
-        state.last_write = time.monotonic()
+        self._write_tracked(sync_id, state, SyncStatus.IN_PROGRESS, fields, (progress, details))
         state.failed_attempts = 0
 
     def _schedule(self, sync_id: str, state: _DocumentState, delay: float) -> None:
@@ -371,16 +383,7 @@ class ProgressWriter:
                     progress = max(stored_progress, pending_progress or 0)
                 return {"progress": progress, "error": error, **all_details}
 
-            try:
-                self._write_transition(sync_id, target, fields)
-            except IllegalTransitionError as exc:
-                state.status = exc.current
-                raise
-            except BaseException:
-                state.restore_pending(pending_progress, pending_details)
-                raise
-            state.status = target
-            state.last_write = time.monotonic()
+            self._write_tracked(sync_id, state, target, fields, (pending_progress, pending_details))
         self._forget(sync_id, state)
 
     def flush(self, sync_id: str | None = None) -> None:
