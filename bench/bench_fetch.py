@@ -35,23 +35,12 @@ def _load_raws() -> tuple[str, list[bytes]]:
     return source, raws
 
 
-def _list_all(client: GmailClient) -> list[str]:
-    ids: list[str] = []
-    page_token: str | None = None
-    while True:
-        page = client.list_messages(page_token=page_token, max_results=500)
-        ids.extend(page.ids)
-        page_token = page.next_page_token
-        if not page_token:
-            return ids
-
-
 def _fetch_run(mailbox: Mailbox, *, quota: float | None, token: str) -> dict[str, Any]:
     costs = QuotaCosts()
     with GmailApiServer(mailbox.copy(), quota_units_per_second=quota or 0, costs=costs) as server:
         settings = Settings(gmail_api_endpoint=server.url, quota_units_per_second=quota or 1e9)
         client = GmailClient(ProviderCredentials(token=token), settings)
-        ids = _list_all(client)
+        ids = client.list_all_message_ids()
         server.reset_stats()
         started = time.perf_counter()
         fetched = 0

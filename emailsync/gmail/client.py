@@ -306,6 +306,19 @@ class GmailClient:
             result_size_estimate=int(data.get("resultSizeEstimate") or 0),
         )
 
+    def list_all_message_ids(
+        self, after: datetime | None = None, before: datetime | None = None
+    ) -> list[str]:
+        """Every message id matching the bounds, following all pages (largest pages, fewest calls)."""
+        ids: list[str] = []
+        page_token: str | None = None
+        while True:
+            page = self.list_messages(after, before, page_token, gmail_settings.MAX_LIST_PAGE_SIZE)
+            ids.extend(page.ids)
+            page_token = page.next_page_token
+            if not page_token:
+                return ids
+
     def newest_message_before(self, before: datetime) -> datetime | None:
         """Date (internalDate) of the newest message older than `before`; None when there is none."""
         for _ in range(3):

@@ -32,14 +32,7 @@ def test_whole_corpus_is_fetched_and_parsed_without_loss(
         Settings(gmail_api_endpoint=server.url, quota_units_per_second=1_000_000),
     )
 
-    listed: list[str] = []
-    page_token: str | None = None
-    while True:
-        page = client.list_messages(page_token=page_token, max_results=500)
-        listed.extend(page.ids)
-        page_token = page.next_page_token
-        if not page_token:
-            break
+    listed = client.list_all_message_ids()
     fetched = []
     for start in range(0, len(listed), 250):  # pages bigger than one batch: the client splits them
         fetched.extend(client.get_messages(listed[start : start + 250]))
