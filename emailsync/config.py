@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -19,6 +20,11 @@ def use_offline_prefect_defaults() -> None:
     """Set `PREFECT_OFFLINE_ENVIRONMENT` in this process, except where the environment already says."""
     for name, value in PREFECT_OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+
+
+LocalBackend = Literal["onnx", "torch"]
+# The offline embedding runtime when EMAILSYNC_LOCAL_BACKEND is unset.
+DEFAULT_LOCAL_BACKEND: LocalBackend = "onnx"
 
 
 class QuotaCosts(BaseModel):
@@ -47,6 +53,8 @@ class Settings(BaseModel):
     quota_costs: QuotaCosts = QuotaCosts()
     lease_timeout_seconds: float = 300.0
     prefect_api_url: str | None = None
+    local_backend: LocalBackend = DEFAULT_LOCAL_BACKEND
+    local_threads: int | None = None  # None = the CPUs this process may run on (its affinity)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -63,6 +71,7 @@ class Settings(BaseModel):
             get_profile=int(opt("EMAILSYNC_QUOTA_COST_GET_PROFILE") or 1),
         )
         lookback = opt("EMAILSYNC_LOOKBACK_WEEKS")
+        threads = opt("EMAILSYNC_LOCAL_THREADS")
         return cls(
             google_cloud_project=opt("GOOGLE_CLOUD_PROJECT") or opt("GCLOUD_PROJECT") or "omnibutler-local",
             firestore_emulator_host=opt("FIRESTORE_EMULATOR_HOST"),
@@ -77,6 +86,8 @@ class Settings(BaseModel):
             quota_costs=costs,
             lease_timeout_seconds=float(opt("EMAILSYNC_LEASE_TIMEOUT_SECONDS") or 300),
             prefect_api_url=opt("PREFECT_API_URL"),
+            local_backend=(opt("EMAILSYNC_LOCAL_BACKEND") or DEFAULT_LOCAL_BACKEND).lower(),
+            local_threads=int(threads) if threads else None,
         )
 
 

@@ -13,7 +13,7 @@ _enrichers: dict[tuple[str | None, ...], Enricher] = {}
 
 def _cache_key(settings: Settings) -> tuple[str | None, ...]:
     if not settings.openai_api_key:
-        return ("local",)
+        return ("local", settings.local_backend, str(settings.local_threads))
     return (
         "openai",
         settings.openai_api_key,
@@ -38,7 +38,7 @@ def get_enricher(settings: Settings | None = None) -> Enricher:
             if key[0] == "local":
                 from emailsync.enrichment.local import LocalEnricher
 
-                enricher = LocalEnricher()
+                enricher = LocalEnricher(settings=settings)
             else:
                 from emailsync.enrichment.openai_backend import OpenAIEnricher
 

