@@ -207,11 +207,13 @@ def search(
     from emailsync.firestore.client import get_firestore_client
     from emailsync.firestore.repositories import EmailRepository
 
-    vector = get_enricher().embed_query(query)
+    enricher = get_enricher()
+    vector = enricher.embed_query(query)
     results = EmailRepository(get_firestore_client()).find_nearest(provider_user_id, vector, limit=limit)
     if not results:
         _out().print(f"no enriched emails stored for {provider_user_id} yet")
         return
+    note = incompatible_models_note(results, enricher.model_name)
     table = Table(title=f"nearest to {query!r}")
     for column in ("#", "subject", "from", "date", "summary", "score"):
         table.add_column(column, overflow="fold")
@@ -225,6 +227,27 @@ def search(
             _score(record),
         )
     _out().print(table)
+    if note:
+        _out().print(note)
+
+
+def incompatible_models_note(results: list[EmailRecord], query_model: str) -> str | None:
+    """One line when some results were embedded in another vector space than the query (else None)."""
+    from emailsync.enrichment.compat import compatible
+
+    others = sorted(
+        {
+            record.enrichment.model
+            for record in results
+            if record.enrichment and not compatible(record.enrichment.model, query_model)
+        }
+    )
+    if not others:
+        return None
+    return (
+        f"note: results embedded with {', '.join(others)} are not comparable with the query "
+        f"model {query_model}; their scores mean little (re-enrich them or switch EMAILSYNC_LOCAL_BACKEND)"
+    )
 
 
 def _score(record: EmailRecord) -> str:
