@@ -21,6 +21,7 @@ import numpy as np
 
 from emailsync.config import Settings, get_settings
 from emailsync.enrichment.base import EMBEDDING_DIMENSIONS, MAX_TAGS, Enrichment, EnrichmentInput
+from emailsync.enrichment.tag_head import features, load_heads, markers
 from emailsync.enrichment.taxonomy import TAG_DESCRIPTIONS, TAXONOMY, rule_tags
 from emailsync.enrichment.text import bodies_and_embedding_texts, extractive_summaries
 
@@ -120,13 +121,19 @@ class LocalEnricher:
 
     dimensions = EMBEDDING_DIMENSIONS
 
-    def __init__(self, backend: str | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self, backend: str | None = None, settings: Settings | None = None, *, tag_heads: bool = True
+    ) -> None:
         settings = settings or get_settings()
         self.backend = backend or settings.local_backend
         self.model_name = LOCAL_MODEL_NAMES.get(self.backend, f"{LOCAL_MODEL_FAMILY}:{self.backend}")
         self._encoder = make_encoder(self.backend, settings)
         self._lock = threading.Lock()  # fast tokenizers and the tag matrix are not shared across threads
         self._tag_matrix: np.ndarray | None = None
+        # Learned heads decide their tags; without them (the old tagger, kept for the tag benchmark)
+        # every tag is zero-shot and the footer rule decides newsletter.
+        self._heads = load_heads() if tag_heads else []
+        self._zero_shot = np.array([tag not in {head.tag for head in self._heads} for tag in TAXONOMY])
 
     def load(self) -> LocalEnricher:
         """Load the model and embed the tag descriptions now instead of on the first batch."""
@@ -159,13 +166,21 @@ class LocalEnricher:
             Enrichment(
                 message_id=item.message_id,
                 summary=summary,
-                tags=self._tags(item, row),
+                tags=self._tags(item, row, vector),
                 embedding=vector.tolist(),
             )
             for item, summary, row, vector in zip(items, summaries, similarities, vectors, strict=True)
         ]
 
-    def _tags(self, item: EnrichmentInput, similarities: np.ndarray) -> list[str]:
+    def _tags(self, item: EnrichmentInput, similarities: np.ndarray, vector: np.ndarray) -> list[str]:
+        if self._heads:
+            row = features(vector[None, :], markers(item.subject, item.body_text)[None, :])
+            tags = [head.tag for head in self._heads if head.probability(row)[0] >= head.threshold]
+            if "spam" in tags:  # a spam offer that looks like a newsletter is still just spam
+                tags = ["spam"]
+        else:
+            tags = rule_tags(item.subject, item.body_text)
+        similarities = np.where(self._zero_shot, similarities, -np.inf)
         order = np.argsort(-similarities)
         best = float(similarities[order[0]])
         matched = [
@@ -173,7 +188,6 @@ class LocalEnricher:
             for index in order[:MAX_TAGS]
             if index == order[0] or similarities[index] >= max(TAG_SIMILARITY_FLOOR, best - TAG_MARGIN)
         ]
-        tags = rule_tags(item.subject, item.body_text)
         for tag in matched:
             if tag not in tags:
                 tags.append(tag)
