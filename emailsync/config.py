@@ -54,6 +54,7 @@ class Settings(BaseModel):
     lease_timeout_seconds: float = 300.0
     prefect_api_url: str | None = None
     local_backend: LocalBackend = DEFAULT_LOCAL_BACKEND
+    local_onnx_precision: Literal["fp32", "int8"] = "fp32"
     local_threads: int | None = None  # None = the CPUs this process may run on (its affinity)
 
     @classmethod
@@ -87,6 +88,7 @@ class Settings(BaseModel):
             lease_timeout_seconds=float(opt("EMAILSYNC_LEASE_TIMEOUT_SECONDS") or 300),
             prefect_api_url=opt("PREFECT_API_URL"),
             local_backend=(opt("EMAILSYNC_LOCAL_BACKEND") or DEFAULT_LOCAL_BACKEND).lower(),
+            local_onnx_precision=(opt("EMAILSYNC_ONNX_PRECISION") or "fp32").lower(),
             local_threads=int(threads) if threads else None,
         )
 

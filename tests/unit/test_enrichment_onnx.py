@@ -174,3 +174,11 @@ def test_search_notes_results_embedded_by_an_incompatible_model_in_one_line():
     note = incompatible_models_note(mixed, "local:all-MiniLM-L6-v2:onnx-fp32")
     assert note is not None and "\n" not in note
     assert "text-embedding-3-small" in note
+
+
+def test_int8_onnx_is_opt_in_and_named_as_its_own_vector_space():
+    int8 = LocalEnricher(settings=Settings.from_env({"EMAILSYNC_ONNX_PRECISION": "int8"}))
+
+    assert int8.model_name == "local:all-MiniLM-L6-v2:onnx-int8"
+    assert int8._encoder.model_path.name == "all-MiniLM-L6-v2-int8.onnx"
+    assert not compatible(int8.model_name, "local:all-MiniLM-L6-v2:onnx-fp32")
