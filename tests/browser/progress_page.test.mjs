@@ -386,3 +386,17 @@ test("revoked Gmail shows 'Reconnect Gmail' for that account", async () => {
   await reauth.waitFor({ state: "hidden" });
   assert.deepEqual(pageErrors, []);
 });
+
+test("Google sign-in (the Auth emulator's fake Google account) signs in a user with no Gmail connected", async () => {
+  const page = await openSignedOut();
+  await page.getByLabel("Email").fill("new.google.user@gmail.example");
+  await page.getByRole("button", { name: "Sign in with Google" }).click();
+  await page.locator('[data-testid="syncs"][aria-busy="false"]:not([hidden])').waitFor();
+  assert.equal(await textOf(page, "viewer"), "Signed in as new.google.user@gmail.example");
+  assert.equal(await textOf(page, "empty"), "No syncs");
+  await page.getByTestId("no-gmail").waitFor();
+  assertNothingLeaks(await page.content());
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in to see your syncs" }).waitFor();
+  assert.deepEqual(pageErrors, []);
+});

@@ -41,6 +41,7 @@ SCENARIOS = [
     "skipped trigger shows 'Already syncing', not a finished sync; earlier syncs fold away; "
     "a new incremental sync appears live",
     "revoked Gmail shows 'Reconnect Gmail' for that account",
+    "Google sign-in (the Auth emulator's fake Google account) signs in a user with no Gmail connected",
 ]
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
