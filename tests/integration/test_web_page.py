@@ -1,10 +1,11 @@
 """The live progress page, in Debian's chromium, against the real Firestore emulator and firestore.rules.
 
 The browser scenarios are tests/browser/progress_page.test.mjs (node's test runner + playwright-core).
-This module starts what they need (emulator with the project's rules, the page server, the backend
-control endpoint through which the scenarios make the backend write progress), runs node once and
-reports every scenario as its own test. Set EMAILSYNC_UPDATE_SCREENSHOT=1 to refresh
-docs/screenshot-progress.png from the owner scenario (the page at 70%).
+This module starts what they need (the Firestore emulator with the project's rules, the session's
+Firebase Auth emulator, the page server, the backend control endpoint through which the scenarios
+seed sign-in users and make the backend write progress), runs node once and reports every scenario
+as its own test. Every scenario signs in through the page's form. Set EMAILSYNC_UPDATE_SCREENSHOT=1
+to refresh docs/screenshot-progress.png (the owner's page at 70%) and docs/screenshot-<state>.png.
 """
 
 from __future__ import annotations
