@@ -35,7 +35,7 @@ class PageConfig(BaseModel):
 
 
 class WebServerHandle:
-    """A running page server: open `url` (add `?uid=…`), call `stop()` when done. Context manager."""
+    """A running page server: open `url` and sign in, call `stop()` when done. Context manager."""
 
     def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
         self._server = server
@@ -44,7 +44,8 @@ class WebServerHandle:
         self.url = f"http://{host}:{port}/"
 
     def page_url(self, uid: str, family_id: str | None = None, *, admin: bool = False) -> str:
-        """The page as `uid` (and their family) would open it."""
+        """The page URL with `uid`/`familyId` parameters (kept for old links; the page now ignores them
+        and takes the user, `admin` and `familyId` from the Firebase Auth sign-in)."""
         params = {"uid": uid}
         if family_id:
             params["familyId"] = family_id
