@@ -257,6 +257,37 @@ def _score(record: EmailRecord) -> str:
     return f"{similarity:.3f}" if similarity is not None else "-"
 
 
+user_app = typer.Typer(help="Sign-in users of the web app (Firebase Authentication) and their claims.")
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Argument(help="sign-in e-mail address")],
+    password: Annotated[str, typer.Option(help="sign-in password (at least 6 characters)")],
+    admin: Annotated[bool, typer.Option("--admin", help="custom claim admin = true")] = False,
+    family_id: Annotated[str | None, typer.Option(help="custom claim familyId")] = None,
+    uid: Annotated[str | None, typer.Option(help="the user's uid = its appUsers id (default: new)")] = None,
+) -> None:
+    """Create (or update) an email + password user and set its `admin` / `familyId` claims.
+
+    Uses the Auth emulator at FIREBASE_AUTH_EMULATOR_HOST when set, else the real project.
+    """
+    from emailsync.sign_in_users import SignInUserError, create_sign_in_user
+
+    if "@" not in email:
+        raise _fail(f"not an e-mail address: {email!r}")
+    try:
+        user = create_sign_in_user(email, password, uid=uid, admin=admin, family_id=family_id)
+    except SignInUserError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:  # unreachable emulator, missing credentials: one line, not a traceback
+        raise _fail(
+            f"could not create {email}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    _out().print(f"user {user.uid} ({user.email}) claims {user.claims}")
+
+
 def main() -> None:
     use_offline_prefect_defaults()
     app()

@@ -72,6 +72,7 @@ def run_demo(mbox: Path | None = None, console: Console | None = None) -> int:
 def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: float) -> int:
     console.rule("[bold]emailsync demo")
     prefect_ready = _start_prefect_server(stack)
+    auth_ready = _start_auth_emulator(stack)
     with console.status("starting the Firestore emulator (Java)..."):
         emulator = FirestoreEmulator(rules_path=REPO_ROOT / "firestore.rules").start()
     stack.callback(emulator.stop)
@@ -94,7 +95,10 @@ def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: flo
         f"app user {account.app_user_id}, provider user {account.provider_user_id} (Gmail not connected)"
     )
 
-    web_url = _start_web_page(stack, emulator.host, account.app_user_id, account.family_id, console)
+    auth_host = _create_sign_in_user(
+        auth_ready, account.app_user_id, account.email, account.family_id, console
+    )
+    web_url = _start_web_page(stack, emulator.host, auth_host, console)
 
     if prefect_ready is not None:
         with console.status("waiting for the temporary Prefect server (about 10 s on a cold start)..."):
@@ -112,6 +116,8 @@ def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: flo
     console.print(f"[bold]→ {account.email} connects Gmail[/] (services.gmail.active = true)")
     if web_url:
         console.print(f"  live progress in the browser: [link={web_url}]{web_url}[/link]")
+        if auth_host:
+            console.print(f"  sign in as {account.email} / password {DEMO_PASSWORD}")
 
     final = _show_progress(tracker, console)
     if final is None:
@@ -158,20 +164,60 @@ def _start_gmail_server(mbox: Path) -> Any:
     return GmailApiServer(mailbox, quota_units_per_second=get_settings().quota_units_per_second).start()
 
 
+DEMO_PASSWORD = "demo-password"
+
+
+def _start_auth_emulator(stack: contextlib.ExitStack) -> Future[str] | None:
+    """The Firebase Auth emulator (firebase-tools, Node; ~7 s), started in the background like Prefect."""
+    from emailsync.local.auth_emulator import AuthEmulator, AuthEmulatorNotFoundError, find_firebase_cli
+
+    try:
+        find_firebase_cli()
+    except AuthEmulatorNotFoundError:
+        return None
+    emulator = AuthEmulator(DEMO_PROJECT)
+    stack.callback(emulator.stop)
+    starter = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="auth-emulator"))
+    return starter.submit(lambda: emulator.start().host)
+
+
+def _create_sign_in_user(
+    auth_ready: Future[str] | None, uid: str, email: str, family_id: str | None, console: Console
+) -> str | None:
+    """Host of the Auth emulator with a sign-in user for the seeded app user; None if it is unavailable."""
+    if auth_ready is None:
+        console.print("[yellow]Auth emulator not installed (run `make web`): no sign-in for the page[/]")
+        return None
+    try:
+        with console.status("waiting for the Firebase Auth emulator (Node, about 7 s)..."):
+            host = auth_ready.result()
+        _set_env({"FIREBASE_AUTH_EMULATOR_HOST": host})
+        from emailsync.sign_in_users import create_sign_in_user
+
+        create_sign_in_user(email, DEMO_PASSWORD, uid=uid, family_id=family_id, project=DEMO_PROJECT)
+    except Exception as exc:  # the page is a bonus; the demo goes on without it
+        console.print(f"[yellow]Auth emulator not started: {exc}[/]")
+        return None
+    console.print(
+        f"[green]✓[/] Firebase Auth emulator on {host}: sign-in user {email} (claim familyId {family_id})"
+    )
+    return host
+
+
 def _start_web_page(
-    stack: contextlib.ExitStack, firestore_host: str, uid: str, family_id: str | None, console: Console
+    stack: contextlib.ExitStack, firestore_host: str, auth_host: str | None, console: Console
 ) -> str | None:
     try:
         from emailsync.web_server import start_web_server
     except ImportError:
         return None
     try:
-        handle = start_web_server(firestore_host, DEMO_PROJECT)
+        handle = start_web_server(firestore_host, DEMO_PROJECT, auth_host=auth_host)
     except Exception as exc:  # the page is a bonus; the demo goes on without it
         console.print(f"[yellow]web progress page not started: {exc}[/]")
         return None
     stack.callback(handle.stop)
-    return str(handle.page_url(uid, family_id))
+    return handle.url
 
 
 class ProgressTracker:

@@ -1,8 +1,9 @@
 """Serve the live progress page (web/dist, built by `make web`) on loopback, in a background thread.
 
-The page reads the signed-in user from its URL (`?uid=…&familyId=…`) and the Firestore emulator
-address from `/config.json`, which this server answers with the host and project it was started with
-(URL parameters `emulator=` and `project=` still win, so one page can be pointed anywhere).
+The page signs its user in with Firebase Authentication and reads the emulators' addresses from
+`/config.json`, which this server answers with the Firestore (and, when given, Auth) emulator host and
+project it was started with (URL parameters `emulator=`, `authEmulator=` and `project=` still win, so
+one page can be pointed anywhere). Without emulators the page uses web/firebase-config.json's project.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ class PageConfig(BaseModel):
 
     emulatorHost: str
     project: str
+    authEmulatorHost: str | None = None
 
 
 class WebServerHandle:
-    """A running page server: open `url` (add `?uid=…`), call `stop()` when done. Context manager."""
+    """A running page server: open `url` and sign in, call `stop()` when done. Context manager."""
 
     def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
         self._server = server
@@ -42,7 +44,8 @@ class WebServerHandle:
         self.url = f"http://{host}:{port}/"
 
     def page_url(self, uid: str, family_id: str | None = None, *, admin: bool = False) -> str:
-        """The page as `uid` (and their family) would open it."""
+        """The page URL with `uid`/`familyId` parameters (kept for old links; the page now ignores them
+        and takes the user, `admin` and `familyId` from the Firebase Auth sign-in)."""
         params = {"uid": uid}
         if family_id:
             params["familyId"] = family_id
@@ -63,7 +66,7 @@ class WebServerHandle:
 
 
 def _handler_class(dist_dir: Path, config: PageConfig) -> type[SimpleHTTPRequestHandler]:
-    config_body = json.dumps(config.model_dump()).encode()
+    config_body = json.dumps(config.model_dump(exclude_none=True)).encode()
 
     class ProgressPageHandler(SimpleHTTPRequestHandler):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -102,13 +105,20 @@ def _handler_class(dist_dir: Path, config: PageConfig) -> type[SimpleHTTPRequest
 
 
 def start_web_server(
-    firestore_host: str, project: str, port: int = 0, *, dist_dir: Path | None = None
+    firestore_host: str,
+    project: str,
+    port: int = 0,
+    *,
+    dist_dir: Path | None = None,
+    auth_host: str | None = None,
 ) -> WebServerHandle:
-    """Serve web/dist on 127.0.0.1:`port` (0 = a free port); `/config.json` points at `firestore_host`."""
+    """Serve web/dist on 127.0.0.1:`port` (0 = a free port); `/config.json` points at `firestore_host`
+    (and the Auth emulator at `auth_host`)."""
     directory = (dist_dir or DEFAULT_DIST_DIR).resolve()
     if not (directory / "index.html").is_file():
         logger.warning("progress page not built (%s missing): run `make web`", directory / "index.html")
-    handler = _handler_class(directory, PageConfig(emulatorHost=firestore_host, project=project))
+    config = PageConfig(emulatorHost=firestore_host, project=project, authEmulatorHost=auth_host)
+    handler = _handler_class(directory, config)
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="progress-web-server", daemon=True)

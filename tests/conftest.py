@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.firestore",
+    "tests.fixtures.auth",
     "tests.fixtures.gmail",
     "tests.fixtures.prefect",
 ]

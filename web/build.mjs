@@ -1,4 +1,4 @@
-// Bundles the progress page into dist/: index.html, app.js (Firebase SDK included, no CDN), style.css.
+// Bundles the progress page into dist/: index.html, app.js (Firebase SDK included, no CDN), style.css, firebase-config.json.
 import { cp, mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,4 +22,6 @@ await build({
 });
 await cp(join(root, "index.html"), join(dist, "index.html"));
 await cp(join(root, "src", "style.css"), join(dist, "style.css"));
+// The Firebase project the page signs in to (the one place to change for a real project).
+await cp(join(root, "firebase-config.json"), join(dist, "firebase-config.json"));
 console.log(`built ${dist}`);

@@ -19,13 +19,17 @@ from pydantic import BaseModel, ValidationError
 from emailsync.firestore.emulator import FirestoreEmulator
 from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import AppUserRepository, FamilyRepository
+from emailsync.local.auth_emulator import AuthEmulator
 from emailsync.models import AppUser, Family, SyncWindow
+from emailsync.sign_in_users import create_sign_in_user
 
 OWNER_ID = "app-user-1"
 MEMBER_ID = "app-user-2"
 STRANGER_ID = "stranger-1"
 ADMIN_ID = "support-admin-1"
+FORGER_ID = "mallory-1"
 FAMILY_ID = "fam-1"
+PASSWORD = "correct-horse-1"
 
 
 class RpcCall(BaseModel):
@@ -36,28 +40,67 @@ class RpcCall(BaseModel):
 class BackendActions:
     """What a scenario may ask the backend to do: seed the household, write progress like a sync does."""
 
-    def __init__(self, emulator: FirestoreEmulator, client: firestore.Client, project: str) -> None:
+    def __init__(
+        self, emulator: FirestoreEmulator, client: firestore.Client, project: str, auth: AuthEmulator
+    ) -> None:
         self._emulator = emulator
+        self._auth = auth
         self._client = client
         self._project = project
         self._progress = ProgressWriter(client, min_interval_seconds=0)
 
-    def reset_household(self) -> dict[str, str]:
-        """Empty database: one family (owner + member), a stranger without a family, an admin."""
+    def reset_household(self) -> dict[str, Any]:
+        """Empty database and Auth emulator: one family (owner + member), a stranger without a family,
+        an admin (custom claim), and a user whose `familyId` claim names the family she is not in.
+
+        Every user signs in with email + PASSWORD; uid = appUsers id; claims set with firebase_admin.
+        """
         self._emulator.clear(self._project)
+        self._auth.clear()
         users = AppUserRepository(self._client)
-        users.put(OWNER_ID, AppUser(email="ada@example.com", family_id=FAMILY_ID))
-        users.put(MEMBER_ID, AppUser(email="grace@example.com", family_id=FAMILY_ID))
-        users.put(STRANGER_ID, AppUser(email="eve@example.com", family_id=None))
-        users.put(ADMIN_ID, AppUser(email="support@example.com", family_id=None, admin=True))
+        people = {
+            "owner": (OWNER_ID, "ada@example.com", FAMILY_ID, False),
+            "member": (MEMBER_ID, "grace@example.com", FAMILY_ID, False),
+            "stranger": (STRANGER_ID, "eve@example.com", None, False),
+            "admin": (ADMIN_ID, "support@example.com", None, True),
+            "forger": (FORGER_ID, "mallory@example.com", None, False),
+        }
+        emails = {}
+        for role, (uid, email, family_id, admin) in people.items():
+            users.put(uid, AppUser(email=email, family_id=family_id, admin=admin))
+            # The forger's token claims the family; families/fam-1.memberIds does not list her.
+            claimed_family = FAMILY_ID if role == "forger" else family_id
+            create_sign_in_user(
+                email, PASSWORD, uid=uid, admin=admin, family_id=claimed_family, project=self._project
+            )
+            emails[role] = email
         FamilyRepository(self._client).put(FAMILY_ID, Family(member_ids=[OWNER_ID, MEMBER_ID]))
         return {
             "owner": OWNER_ID,
             "member": MEMBER_ID,
             "stranger": STRANGER_ID,
             "admin": ADMIN_ID,
+            "forger": FORGER_ID,
             "family": FAMILY_ID,
+            "emails": emails,
+            "password": PASSWORD,
         }
+
+    def put_provider_user(
+        self,
+        provider_user_id: str,
+        app_user_id: str,
+        email: str,
+        family_id: str | None = None,
+        active: bool = True,
+        needs_reauth: bool = False,
+    ) -> None:
+        """providerUsers/{id} as the backend keeps it (services.gmail.needsReauth set on a revoked grant)."""
+        gmail = {"active": active, "needsReauth": needs_reauth}
+        document = {"appUserId": app_user_id, "familyId": family_id, "provider": "google", "email": email}
+        self._client.collection("providerUsers").document(provider_user_id).set(
+            document | {"services": {"gmail": gmail}}
+        )
 
     # Progress is written by the real ProgressWriter, as a sync does; without coalescing, so every
     # step a scenario takes is one write the page must show.
@@ -78,6 +121,10 @@ class BackendActions:
 
     def fail(self, sync_id: str, error: str, **details: Any) -> None:
         self._progress.fail(sync_id, error, **_details(details))
+
+    def skip(self, sync_id: str, active_sync_id: str) -> None:
+        """What the flow writes for a trigger that found another sync holding the lease."""
+        self._progress.complete(sync_id, skipped=True, activeSyncId=active_sync_id)
 
 
 def _details(details: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,9 @@ PERSONAS: dict[str, dict[str, Any] | None] = {
     "stranger": {"uid": "dave"},
     "admin": {"uid": "erin", "admin": True},
     "admin_claim_as_string": {"uid": "frank", "admin": "true"},
+    # Mallory's token claims the Smiths' family (custom claim familyId), but families/smiths.memberIds
+    # does not list her: family access follows the families document, never the claim.
+    "forged_family_claim": {"uid": "mallory", "familyId": "smiths"},
     "unauthenticated": None,
 }
 
@@ -59,6 +62,7 @@ ANYONE_SIGNED_IN = [
     "stranger",
     "admin",
     "admin_claim_as_string",
+    "forged_family_claim",
 ]
 ALLOWED: set[tuple[str, str, str]] = {
     # syncProgress: owner, family, admin; everybody's own-filtered subscription is a valid query.

@@ -1,10 +1,11 @@
 """The live progress page, in Debian's chromium, against the real Firestore emulator and firestore.rules.
 
 The browser scenarios are tests/browser/progress_page.test.mjs (node's test runner + playwright-core).
-This module starts what they need (emulator with the project's rules, the page server, the backend
-control endpoint through which the scenarios make the backend write progress), runs node once and
-reports every scenario as its own test. Set EMAILSYNC_UPDATE_SCREENSHOT=1 to refresh
-docs/screenshot-progress.png from the owner scenario (the page at 70%).
+This module starts what they need (the Firestore emulator with the project's rules, the session's
+Firebase Auth emulator, the page server, the backend control endpoint through which the scenarios
+seed sign-in users and make the backend write progress), runs node once and reports every scenario
+as its own test. Every scenario signs in through the page's form. Set EMAILSYNC_UPDATE_SCREENSHOT=1
+to refresh docs/screenshot-progress.png (the owner's page at 70%) and docs/screenshot-<state>.png.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import requests
 
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.emulator import FirestoreEmulator
+from emailsync.local.auth_emulator import AuthEmulator
 from emailsync.web_server import start_web_server
 from tests.browser.backend_control import BackendActions, BackendControlServer
 from tests.fixtures.firestore import REPO_ROOT, TEST_PROJECT
@@ -33,9 +35,14 @@ SCENARIOS = [
     "owner watches their sync go from pending through 30% and 70% to completed at 100%",
     "family member sees the owner's family sync live, not the owner's private syncs",
     "stranger sees 'No syncs' and none of the household's data",
-    "stranger who claims the family in the URL gets a friendly permission message and no data",
+    "user whose token carries a forged familyId claim gets a friendly permission message and no data",
     "failed sync shows Failed and its error text",
     "admin sees the syncs of every household, with or without a family",
+    "signed out: the sign-in form, no data on the page, and the rules refuse an unauthenticated read",
+    "skipped trigger shows 'Already syncing', not a finished sync; earlier syncs fold away; "
+    "a new incremental sync appears live",
+    "revoked Gmail shows 'Reconnect Gmail' for that account",
+    "Google sign-in (the Auth emulator's fake Google account) signs in a user with no Gmail connected",
 ]
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -73,7 +80,9 @@ def _junit_failures(report: Path) -> dict[str, str | None]:
 
 @pytest.fixture(scope="module")
 def browser_run(
-    firestore_emulator: FirestoreEmulator, tmp_path_factory: pytest.TempPathFactory
+    firestore_emulator: FirestoreEmulator,
+    auth_emulator: AuthEmulator,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> BrowserRun:
     node = _require_browser_tools()
     build_command = ["make", "-s", "-C", str(REPO_ROOT / "web"), "build"]
@@ -85,15 +94,19 @@ def browser_run(
     work_dir = tmp_path_factory.mktemp("browser")
     report = work_dir / "junit.xml"
     screenshot = SCREENSHOT if os.environ.get("EMAILSYNC_UPDATE_SCREENSHOT") else work_dir / "progress.png"
-    actions = BackendActions(firestore_emulator, get_firestore_client(TEST_PROJECT), TEST_PROJECT)
+    client = get_firestore_client(TEST_PROJECT)
+    actions = BackendActions(firestore_emulator, client, TEST_PROJECT, auth_emulator)
     with (
-        start_web_server(firestore_emulator.host, TEST_PROJECT) as web,
+        start_web_server(firestore_emulator.host, TEST_PROJECT, auth_host=auth_emulator.host) as web,
         BackendControlServer(actions) as control,
     ):
         env = os.environ | {
             "PROGRESS_PAGE_URL": web.url,
             "BACKEND_CONTROL_URL": control.url,
             "SCREENSHOT_PATH": str(screenshot),
+            "SCREENSHOT_DIR": str(
+                SCREENSHOT.parent if os.environ.get("EMAILSYNC_UPDATE_SCREENSHOT") else work_dir
+            ),
             "CHROMIUM_PATH": str(CHROMIUM),
         }
         completed = subprocess.run(

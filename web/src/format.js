@@ -5,6 +5,7 @@ export const STATUS_LABELS = {
   in_progress: "In progress",
   completed: "Completed",
   failed: "Failed",
+  skipped: "Already syncing",
 };
 
 const TRIGGER_LABELS = { connect: "Gmail connected", schedule: "Scheduled", manual: "Manual" };
@@ -18,11 +19,18 @@ export function toDate(value) {
   return Number.isNaN(date.getTime()) ? null : date;
 }
 
+/** A trigger that found another sync of the mailbox running: stored `completed`, never shown as a 100% sync. */
+export function isSkipped(sync) {
+  return sync?.details?.skipped === true;
+}
+
 export function statusOf(sync) {
+  if (isSkipped(sync)) return "skipped";
   return Object.hasOwn(STATUS_LABELS, sync.status) ? sync.status : "pending";
 }
 
 export function percentOf(sync) {
+  if (isSkipped(sync)) return 0;
   if (statusOf(sync) === "completed") return 100;
   const value = Math.round(Number(sync.progress) || 0);
   return Math.min(100, Math.max(0, value));
@@ -73,4 +81,26 @@ export function compareSyncs(a, b) {
   const activeB = ACTIVE_STATUSES.has(statusOf(b));
   if (activeA !== activeB) return activeA ? -1 : 1;
   return (toDate(b.updatedAt)?.getTime() ?? 0) - (toDate(a.updatedAt)?.getTime() ?? 0);
+}
+
+function startedMillis(sync) {
+  return toDate(sync.startedAt)?.getTime() ?? toDate(sync.updatedAt)?.getTime() ?? 0;
+}
+
+/**
+ * One provider user's syncs: `latest` is the most recently started real sync (a skipped trigger is
+ * never "the latest sync"), `skippedSinceLatest` the triggers skipped after it started, `earlier` the rest
+ * (newest first).
+ */
+export function groupProviderSyncs(syncs) {
+  const ordered = [...syncs].sort((a, b) => startedMillis(b) - startedMillis(a));
+  const latest = ordered.find((sync) => !isSkipped(sync)) ?? ordered[0] ?? null;
+  const skippedSinceLatest = [];
+  const earlier = [];
+  for (const sync of ordered) {
+    if (sync === latest) continue;
+    if (isSkipped(sync) && startedMillis(sync) >= startedMillis(latest)) skippedSinceLatest.push(sync);
+    else earlier.push(sync);
+  }
+  return { latest, skippedSinceLatest, earlier };
 }

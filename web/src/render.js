@@ -4,6 +4,7 @@
 import {
   STATUS_LABELS,
   compareSyncs,
+  groupProviderSyncs,
   emailsText,
   percentOf,
   statusOf,
@@ -59,8 +60,10 @@ function createCard() {
     trigger: fact(facts, "Trigger", "sync-trigger"),
     updated: fact(facts, "Updated", "sync-updated"),
     error: element("p", "error", { role: "alert", "data-testid": "sync-error" }),
+    note: element("p", "note", { "data-testid": "sync-note" }),
+    meter,
   };
-  card.append(head, meter, facts, parts.error);
+  card.append(head, meter, facts, parts.error, parts.note);
   return { card, parts };
 }
 
@@ -85,6 +88,43 @@ function updateCard({ card, parts }, sync) {
   const failed = status === "failed";
   parts.error.hidden = !failed;
   parts.error.textContent = failed ? sync.error || "The sync failed for an unknown reason." : "";
+  // A skipped trigger did no work of its own: no bar (it is not a finished 100% sync), a sentence instead.
+  const skipped = status === "skipped";
+  parts.meter.hidden = skipped;
+  parts.note.hidden = !skipped;
+  const active = details.activeSyncId ?? details.active_sync_id;
+  parts.note.textContent = skipped
+    ? `Already syncing: this ${triggerText(details).toLowerCase()} request was skipped because ${
+        active ? `sync ${active}` : "another sync"
+      } of this mailbox is still running.`
+    : "";
+}
+
+/** Replaces `parent`'s children with `wanted` only when they differ (moving a node restarts its styles). */
+function setChildren(parent, wanted) {
+  const current = [...parent.children];
+  if (wanted.length !== current.length || wanted.some((node, index) => node !== current[index])) {
+    parent.replaceChildren(...wanted);
+  }
+}
+
+function createGroup(providerUserId) {
+  const group = element("section", "provider-group", {
+    "data-testid": "provider-group",
+    "data-provider-user-id": providerUserId,
+  });
+  const title = element("h2", null, { "data-testid": "provider-title" });
+  const reauth = element("div", "reauth", { role: "alert", "data-testid": "reauth" });
+  const reauthText = element("span");
+  const reauthButton = element("button", null, { type: "button", "data-testid": "reconnect" });
+  reauthButton.textContent = "Reconnect Gmail";
+  reauth.append(reauthText, reauthButton);
+  const current = element("div", "current");
+  const earlier = element("details", "earlier", { "data-testid": "earlier-syncs" });
+  const summary = element("summary");
+  const earlierList = element("div");
+  earlier.append(summary, earlierList);
+  return { group, title, reauth, reauthText, current, earlier, summary, earlierList };
 }
 
 /** Returns a `render(state)` that keeps `container` and `noticeBox` in step with a SubscriptionState. */
@@ -92,7 +132,11 @@ export function createRenderer(container, noticeBox) {
   const cards = new Map();
   const empty = element("p", "empty", { "data-testid": "empty" });
 
-  return function render({ syncs, problems, loading }) {
+  const hint = element("p", "hint", { "data-testid": "no-gmail" });
+  hint.textContent = "No Gmail account is connected yet: connect Gmail in the app and your sync shows up here.";
+  const groups = new Map();
+
+  return function render({ syncs, problems, loading, providerUsers = new Map(), providerUsersLoaded = false }) {
     noticeBox.replaceChildren(
       ...problems.map((text) => {
         const notice = element("p", "notice", { role: "status", "data-testid": "notice" });
@@ -107,22 +151,56 @@ export function createRenderer(container, noticeBox) {
         cards.delete(syncId);
       }
     }
-    const ordered = [...syncs.values()].sort(compareSyncs);
-    for (const sync of ordered) {
+    // One group per provider user (connected Gmail account): the latest sync, skipped triggers since,
+    // earlier syncs folded away.
+    const byProvider = new Map();
+    for (const [id, user] of providerUsers) if (user?.services?.gmail?.needsReauth) byProvider.set(id, []);
+    for (const sync of syncs.values()) {
+      const id = sync.providerUserId ?? "—";
+      if (!byProvider.has(id)) byProvider.set(id, []);
+      byProvider.get(id).push(sync);
+    }
+    const grouped = [...byProvider].map(([id, list]) => ({ id, ...groupProviderSyncs(list) }));
+    grouped.sort((a, b) => {
+      if (!a.latest || !b.latest) return a.latest ? 1 : b.latest ? -1 : 0; // reconnect-only groups first
+      return compareSyncs(a.latest, b.latest);
+    });
+    const cardFor = (sync) => {
       let entry = cards.get(sync.syncId);
       if (!entry) {
         entry = createCard();
         cards.set(sync.syncId, entry);
       }
       updateCard(entry, sync);
-    }
+      return entry.card;
+    };
+    for (const id of groups.keys()) if (!byProvider.has(id)) groups.delete(id);
+    const wantedGroups = grouped.map(({ id, latest, skippedSinceLatest, earlier }) => {
+      let parts = groups.get(id);
+      if (!parts) {
+        parts = createGroup(id);
+        groups.set(id, parts);
+      }
+      const user = providerUsers.get(id);
+      parts.title.textContent = `Gmail · ${user?.email ?? id}`;
+      const needsReauth = Boolean(user?.services?.gmail?.needsReauth);
+      parts.reauth.hidden = !needsReauth;
+      parts.reauthText.textContent = needsReauth
+        ? `Gmail access for ${user?.email ?? id} was revoked: reconnect Gmail to resume syncing.`
+        : "";
+      setChildren(parts.current, [latest, ...skippedSinceLatest].filter(Boolean).map(cardFor));
+      setChildren(parts.earlierList, earlier.map(cardFor));
+      parts.summary.textContent = `Earlier syncs (${earlier.length})`;
+      const children = [parts.title, parts.reauth, parts.current];
+      if (earlier.length) children.push(parts.earlier);
+      setChildren(parts.group, children);
+      return parts.group;
+    });
     empty.textContent = loading ? "Loading…" : "No syncs";
-    const wanted = ordered.length ? ordered.map((s) => cards.get(s.syncId).card) : [empty];
-    const current = [...container.children];
-    // Moving a node restarts its styles (no bar animation), so only touch the DOM when the order changed.
-    if (wanted.length !== current.length || wanted.some((node, index) => node !== current[index])) {
-      container.replaceChildren(...wanted);
-    }
+    const wanted = wantedGroups.length ? wantedGroups : [empty];
+    const hasGmail = [...providerUsers.values()].some((user) => user?.services?.gmail?.active);
+    if (!wantedGroups.length && !loading && providerUsersLoaded && !hasGmail) wanted.push(hint);
+    setChildren(container, wanted);
     container.setAttribute("aria-busy", String(loading));
   };
 }

@@ -73,3 +73,19 @@ export function subscribeToSyncs(db, viewer, onChange) {
   );
   return () => unsubscribers.forEach((unsubscribe) => unsubscribe());
 }
+
+/**
+ * The viewer's own connected accounts (`providerUsers` where appUserId == uid; an admin: all, capped):
+ * for "Reconnect Gmail" and the no-Gmail empty state. Calls `onChange({providerUsers, loaded})`.
+ */
+export function subscribeToProviderUsers(db, { uid, admin }, onChange) {
+  const constraints = admin ? [limit(100)] : [where("appUserId", "==", uid)];
+  return onSnapshot(
+    query(collection(db, "providerUsers"), ...constraints),
+    (snapshot) => {
+      const providerUsers = new Map(snapshot.docs.map((doc) => [doc.id, doc.data()]));
+      onChange({ providerUsers, loaded: true });
+    },
+    () => onChange({ providerUsers: new Map(), loaded: false }),
+  );
+}

@@ -1,0 +1,1 @@
+"""Local stand-ins for cloud services (emulator managers, local servers)."""
