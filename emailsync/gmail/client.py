@@ -35,12 +35,13 @@ from pydantic import BaseModel, Field
 
 from emailsync.config import Settings, get_settings
 from emailsync.errors import (
+    GMAIL_ERROR_MAPPING,
     AuthorizationRevokedError,
     EmailSyncError,
     FatalError,
-    HistoryExpiredError,
     RetriableError,
     parse_retry_after,
+    resolve_http_error,
 )
 from emailsync.gmail import settings as gmail_settings
 from emailsync.gmail.mime import ParsedEmail, parse_message
@@ -50,7 +51,6 @@ from emailsync.models import ProviderCredentials
 
 logger = logging.getLogger(__name__)
 
-_RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 # Network trouble: timeouts, resets, refused connections (OSError covers socket.timeout and ConnectionError).
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httplib2.HttpLib2Error, TransportError, OSError)
 
@@ -152,18 +152,15 @@ def classify_http_error(
     operation: str = "gmail call",
     secrets: Iterable[str | None] = (),
 ) -> EmailSyncError:
-    """The one mapping from a Gmail HTTP answer to an `emailsync.errors` class."""
+    """A Gmail HTTP answer as an `emailsync.errors` error, through `emailsync.errors.GMAIL_ERROR_MAPPING`."""
     message, reasons = _error_details(content)
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     retry_after = parse_retry_after(lowered.get("retry-after"))
     detail = _scrub(f"{operation}: HTTP {status}" + (f" {message}" if message else ""), secrets)
-    if status == 401 or "invalid_grant" in reasons or "invalid_grant" in message:
-        return AuthorizationRevokedError(detail)
-    if status == 429 or status >= 500 or (status == 403 and reasons & _RATE_LIMIT_REASONS):
-        return RetriableError(detail, retry_after=retry_after, status=status)
-    if status == 404 and operation.startswith("history"):
-        return HistoryExpiredError(f"{detail} (history too old: a full sync is needed)")
-    return FatalError(detail)
+    if "invalid_grant" in message:
+        reasons.add("invalid_grant")
+    resolution = resolve_http_error(GMAIL_ERROR_MAPPING, status, [*sorted(reasons), operation.split(" ")[0]])
+    return resolution.error(detail, status=status, retry_after=retry_after)
 
 
 def _is_rate_limit(error: EmailSyncError) -> bool:

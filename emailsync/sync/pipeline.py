@@ -47,6 +47,37 @@ class FetchedBatch(BaseModel):
     fetch_seconds: float = 0.0
 
 
+class BatchHandle(BaseModel):
+    """A fetched batch as it travels through a Prefect future: a handle, not the messages.
+
+    Prefect keeps every task result of a flow run in memory for dependency tracking; handing over the
+    raw messages themselves would keep a whole mailbox alive until the flow run ends. The messages wait
+    in the `SyncRun` (`park` / `parked`) until the batch is stored.
+    """
+
+    key: str
+    emails_in_batch: int
+    emails_fetched: int
+    already_enriched: int
+    window: SyncWindow | None = None
+    cursor_after: BackfillCursor | None = None
+    list_calls: int = 0
+    fetch_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, key: str, fetched: FetchedBatch) -> BatchHandle:
+        return cls(
+            key=key,
+            emails_in_batch=len(fetched.ids),
+            emails_fetched=len(fetched.messages),
+            already_enriched=fetched.already_enriched,
+            window=fetched.window,
+            cursor_after=fetched.cursor_after,
+            list_calls=fetched.list_calls,
+            fetch_seconds=fetched.fetch_seconds,
+        )
+
+
 class ProgressPoint(BaseModel):
     """Counts of a sync before a batch: what the progress percentage and checkpoint are computed from."""
 
