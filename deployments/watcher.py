@@ -34,16 +34,16 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.watch import Watch
 from pydantic import BaseModel
 
+from deployments.connect_decision import decide_connect
 from emailsync.config import get_settings
+from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.progress import ProgressWriter, get_progress_writer
 from emailsync.firestore.repositories import SyncStateRepository
-from emailsync.models import ProviderUser, SyncProgress, SyncState, SyncStatus, SyncTrigger
+from emailsync.models import ProviderUser, SyncProgress, SyncStatus, SyncTrigger
 from emailsync.sync.ids import new_sync_id
 
 logger = logging.getLogger("emailsync.watcher")
-
-EMAIL_SYNC_DEPLOYMENT = "email-sync/email-sync"
 
 
 class SyncRequest(BaseModel):
@@ -342,53 +342,31 @@ class GmailConnectWatcher:
         kind = change.type.name  # ADDED | MODIFIED | REMOVED
         if kind == "REMOVED":
             self._handled.pop(provider_user_id, None)
-            self._decide(
-                provider_user_id, "disconnected", "Gmail disconnected; a reconnect starts a new sync"
-            )
-            return
-        user = ProviderUser.from_firestore(change.document.to_dict())
-        if kind == "MODIFIED":
-            # Still connected: an unrelated update (or active written true again) is not a connect.
-            self._decide(provider_user_id, "skipped", "update of an already connected user, not a connect")
-            return
-        key = _connect_key(user, change.document)
-        if self._handled.get(provider_user_id) == key:
-            self._decide(provider_user_id, "skipped", "this connect was already handled (re-delivered event)")
-            return
-        if not catch_up:
-            self._start_sync(provider_user_id, user, why="Gmail connected")
+            user, key = None, None
         else:
-            if after_gap:
-                # Re-subscribed after a stream error: this connect happened while we were not listening.
-                reason = self._live_sync_reason(provider_user_id)
-                why = "connected while the listener was re-subscribing"
-            else:
-                # First snapshot after start: the user may have connected long ago (restart catch-up).
-                reason = self._catch_up_skip_reason(provider_user_id)
-                why = "catch-up: connected, no completed backfill, no live sync"
-            if reason is None:
-                self._start_sync(provider_user_id, user, why=why)
-            else:
-                self._decide(provider_user_id, "skipped", reason)
-        # Only now: if anything above raised, the re-subscription re-delivers this connect and retries.
-        self._handled[provider_user_id] = key
-
-    def _catch_up_skip_reason(self, provider_user_id: str) -> str | None:
-        state = self.sync_state.get(provider_user_id)
-        if state.backfill_completed:
-            return "catch-up: backfill already completed (the periodic sync keeps it fresh)"
-        return self._live_sync_reason(provider_user_id, state)
-
-    def _live_sync_reason(self, provider_user_id: str, state: SyncState | None = None) -> str | None:
-        state = state or self.sync_state.get(provider_user_id)
-        now = datetime.now(UTC)
-        if state.active_sync_id and state.lease_expires_at and state.lease_expires_at > now:
-            return f"sync {state.active_sync_id} holds a live lease"
-        for progress in self._pending_progress(provider_user_id):
-            # A pending doc older than this has no flow behind it (e.g. we died between the two steps).
-            if now - progress.updatedAt < self.stale_pending_after:
-                return f"sync {progress.syncId} is pending"
-        return None
+            user = ProviderUser.from_firestore(change.document.to_dict())
+            key = _connect_key(user, change.document) if kind == "ADDED" else None
+        decision = decide_connect(
+            kind,
+            connect_key=key,
+            handled_key=self._handled.get(provider_user_id),
+            catch_up=catch_up,
+            after_gap=after_gap,
+            state=lambda: self.sync_state.get(provider_user_id),
+            pending=lambda: self._pending_progress(provider_user_id),
+            now=datetime.now(UTC),
+            stale_pending_after=self.stale_pending_after,
+        )
+        if decision.action == "start":
+            assert user is not None
+            self._start_sync(provider_user_id, user, why=decision.reason)
+        else:
+            self._decide(
+                provider_user_id, "skipped" if decision.action == "skip" else decision.action, decision.reason
+            )
+        if key is not None:
+            # Only now: if anything above raised, the re-subscription re-delivers this connect and retries.
+            self._handled[provider_user_id] = key
 
     def _pending_progress(self, provider_user_id: str) -> list[SyncProgress]:
         query = (

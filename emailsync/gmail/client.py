@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -365,8 +365,9 @@ class GmailClient:
         unique = list(dict.fromkeys(ids))
         fetched: dict[str, GmailMessage] = {}
         pending = unique
-        attempt = 1
-        while pending:
+
+        def attempt_pending(attempt: int) -> list[EmailSyncError]:
+            nonlocal pending
             failed: dict[str, EmailSyncError] = {}
             start = 0
             while start < len(pending):
@@ -375,20 +376,18 @@ class GmailClient:
                 outcome = self._fetch_batch(chunk)
                 fetched.update(outcome.fetched)
                 failed.update(outcome.failed)
-            if not failed:
-                break
-            errors = list(failed.values())
-            if attempt >= self._retry.max_attempts:
-                first = errors[0]
-                raise RetriableError(
-                    f"{len(failed)} of {len(unique)} messages failing after {attempt} attempts: {first}",
-                    retry_after=getattr(first, "retry_after", None),
-                    status=getattr(first, "status", None),
-                )
-            self._backoff(attempt, errors)
-            self.stats.retries += len(failed)
             pending = [message_id for message_id in pending if message_id in failed]
-            attempt += 1
+            return list(failed.values())
+
+        def exhausted(attempt: int, errors: list[EmailSyncError]) -> EmailSyncError:
+            first = errors[0]
+            return RetriableError(
+                f"{len(errors)} of {len(unique)} messages failing after {attempt} attempts: {first}",
+                retry_after=getattr(first, "retry_after", None),
+                status=getattr(first, "status", None),
+            )
+
+        self._with_retries(attempt_pending, exhausted)
         return [fetched[message_id] for message_id in ids if message_id in fetched]
 
     @property
@@ -475,13 +474,16 @@ class GmailClient:
         self, request: Any, cost: int, operation: str, *, allow_missing: bool = False
     ) -> dict[str, Any] | None:
         """Execute one non-batch request with pacing and the retry policy (None: 404 and `allow_missing`)."""
-        attempt = 1
-        while True:
+        answer: list[dict[str, Any] | None] = []
+        causes: list[BaseException] = []
+
+        def attempt_call(attempt: int) -> list[EmailSyncError]:
             self._pace(cost)
             self.stats.http_requests += 1
             self.stats.calls += 1
             try:
-                return request.execute(http=self._http(), num_retries=0)
+                answer.append(request.execute(http=self._http(), num_retries=0))
+                return []
             except Exception as exc:
                 if (
                     allow_missing
@@ -489,18 +491,43 @@ class GmailClient:
                     and exc.resp is not None
                     and exc.resp.status == 404
                 ):
-                    return None
+                    answer.append(None)
+                    return []
                 error = self._classify(exc, operation)
                 if not isinstance(error, RetriableError):
                     raise error from (None if isinstance(error, AuthorizationRevokedError) else exc)
                 self._count_failure(error)
                 if _is_rate_limit(error):
                     self._pause_for_rate_limit(attempt, [error])
-                if attempt >= self._retry.max_attempts:
-                    raise error from exc
-                self._backoff(attempt, [error])
-                self.stats.retries += 1
-                attempt += 1
+                causes.append(exc)
+                return [error]
+
+        def exhausted(attempt: int, errors: list[EmailSyncError]) -> EmailSyncError:
+            errors[0].__cause__ = causes[-1]
+            return errors[0]
+
+        self._with_retries(attempt_call, exhausted)
+        return answer[-1]
+
+    def _with_retries(
+        self,
+        attempt_once: Callable[[int], list[EmailSyncError]],
+        exhausted: Callable[[int, list[EmailSyncError]], EmailSyncError],
+    ) -> None:
+        """The one retry path, for single calls and for the parts of batches (the shape of Singer SDK's
+        `RESTStream.request_decorator`): `attempt_once(attempt)` makes one attempt and returns the
+        retriable failures it left (fatal ones it raises); between attempts `_backoff` waits (Retry-After
+        honoured); after the policy's last attempt `exhausted(attempt, errors)` is raised."""
+        attempt = 1
+        while True:
+            errors = attempt_once(attempt)
+            if not errors:
+                return
+            if attempt >= self._retry.max_attempts:
+                raise exhausted(attempt, errors)
+            self._backoff(attempt, errors)
+            self.stats.retries += len(errors)
+            attempt += 1
 
     def _count_failure(self, error: EmailSyncError) -> None:
         if _is_rate_limit(error):
