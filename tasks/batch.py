@@ -10,17 +10,16 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from emailsync.sync.pipeline import BatchHandle
+from emailsync.sync.pipeline import Batch
 from emailsync.sync.plan import SyncPlan
 from emailsync.sync.run import SyncRun
 from tasks.common import RETRY_POLICY
 
 
 @task(name="process-email-batch", cache_policy=NO_CACHE, **RETRY_POLICY)
-def process_email_batch(run: SyncRun, plan: SyncPlan, batch: BatchHandle) -> None:
+def process_email_batch(run: SyncRun, plan: SyncPlan, batch: Batch) -> None:
     """Store one fetched batch, checkpoint where the plan says, and count it in the run's summary."""
     session = run.session
     assert session is not None, "the run's session is made when `run.reported()` is entered"
-    outcome = session.store_batch(run.parked(batch), run.progress_point())
-    session.finish_batch(outcome, plan.checkpoint_after(batch))
-    run.record(batch, outcome)
+    stored = session.store_batch(batch, run.parked(batch), run.progress_point())
+    run.record(session.finish_batch(stored, plan.checkpoint_after(batch)))

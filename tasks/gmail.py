@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from emailsync.gmail.client import GmailProfile, HistoryChanges
 from emailsync.models import BackfillCursor
 from emailsync.sync.backfill import start_cursor
-from emailsync.sync.pipeline import BatchHandle, SyncSession
+from emailsync.sync.pipeline import Batch, SyncSession
 from emailsync.sync.plan import BatchRequest
 from emailsync.sync.run import SyncRun
 from tasks.common import RETRY_POLICY
@@ -50,7 +50,7 @@ def list_history_changes(run: SyncRun, start_history_id: str) -> HistoryChanges:
 
 
 @task(name="fetch-email-batch", cache_policy=NO_CACHE, **RETRY_POLICY)
-def fetch_email_batch(run: SyncRun, request: BatchRequest) -> BatchHandle:
+def fetch_email_batch(run: SyncRun, request: BatchRequest) -> Batch:
     """List the next backfill batch from the request's cursor (or take its ids) and download the
     messages not stored yet; the messages wait in the run, the handle travels.
 

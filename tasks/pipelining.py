@@ -16,18 +16,16 @@ from typing import Any
 from prefect import Task
 from prefect.futures import PrefectFuture
 
-from emailsync.sync.pipeline import BatchHandle
+from emailsync.sync.pipeline import Batch
 from emailsync.sync.plan import BatchRequest, SyncPlan
 from emailsync.sync.run import SyncRun
 
 
-def fetch_ahead(
-    fetch: Task[[SyncRun, BatchRequest], BatchHandle], run: SyncRun, plan: SyncPlan
-) -> Iterator[BatchHandle]:
+def fetch_ahead(fetch: Task[[SyncRun, BatchRequest], Batch], run: SyncRun, plan: SyncPlan) -> Iterator[Batch]:
     """Yield the plan's fetched batches in order, one fetch always in flight while the caller works."""
     timer = OrchestrationTimer()
 
-    def submit(request: BatchRequest | None) -> PrefectFuture[BatchHandle] | None:
+    def submit(request: BatchRequest | None) -> PrefectFuture[Batch] | None:
         return timer.submit(fetch, run, request) if request is not None else None
 
     pending = submit(plan.first_request())

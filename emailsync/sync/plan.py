@@ -23,7 +23,7 @@ from emailsync.sync.windows import lookback_bound
 
 if TYPE_CHECKING:
     from emailsync.gmail.client import GmailProfile, HistoryChanges
-    from emailsync.sync.pipeline import BatchHandle
+    from emailsync.sync.pipeline import Batch
     from emailsync.sync.run import SyncRun
 
 
@@ -70,10 +70,10 @@ class SyncPlan:
     def first_request(self) -> BatchRequest | None:
         raise NotImplementedError
 
-    def request_after(self, batch: BatchHandle) -> BatchRequest | None:
+    def request_after(self, batch: Batch) -> BatchRequest | None:
         raise NotImplementedError
 
-    def checkpoint_after(self, batch: BatchHandle) -> BackfillCursor | None:
+    def checkpoint_after(self, batch: Batch) -> BackfillCursor | None:
         """The backfill cursor saved (with the lease renewal) once `batch` is stored; None: none."""
         return None
 
@@ -102,7 +102,7 @@ class IncrementalPlan(SyncPlan):
     def first_request(self) -> BatchRequest | None:
         return self._take()
 
-    def request_after(self, batch: BatchHandle) -> BatchRequest | None:
+    def request_after(self, batch: Batch) -> BatchRequest | None:
         return self._take()
 
     def completion(self) -> Completion:
@@ -136,11 +136,11 @@ class BackfillPlan(SyncPlan):
     def first_request(self) -> BatchRequest | None:
         return self._request(self.cursor)
 
-    def request_after(self, batch: BatchHandle) -> BatchRequest | None:
+    def request_after(self, batch: Batch) -> BatchRequest | None:
         # The walk goes on from where the previous batch's listing ended, known as soon as it is fetched.
         return self._request(batch.cursor_after)
 
-    def checkpoint_after(self, batch: BatchHandle) -> BackfillCursor | None:
+    def checkpoint_after(self, batch: Batch) -> BackfillCursor | None:
         return batch.cursor_after
 
     def completion(self) -> Completion:

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from emailsync.errors import describe_error
 from emailsync.models import SyncMode, SyncState, SyncTrigger
-from emailsync.sync.pipeline import BatchHandle, BatchOutcome, FetchedBatch, ProgressPoint
+from emailsync.sync.pipeline import Batch, FetchedBatch, ProgressPoint
 from emailsync.sync.summary import SyncSummary
 
 if TYPE_CHECKING:
@@ -234,34 +234,35 @@ class SyncRun:
             percent=self.percent,
         )
 
-    def park(self, fetched: FetchedBatch) -> BatchHandle:
+    def park(self, fetched: FetchedBatch) -> Batch:
         """Keep a downloaded batch until it is stored; what travels through Prefect is the handle."""
         key = uuid.uuid4().hex
         with self._lock:
             self._parked[key] = fetched
-        return BatchHandle.of(key, fetched)
+        return Batch.of(key, fetched)
 
-    def parked(self, handle: BatchHandle) -> FetchedBatch:
+    def parked(self, handle: Batch) -> FetchedBatch:
         with self._lock:
             return self._parked[handle.key]
 
-    def record(self, handle: BatchHandle, outcome: BatchOutcome) -> None:
+    def record(self, batch: Batch) -> None:
         """Fold a stored batch into the summary and drop its messages."""
+        assert batch.progress is not None, "only a stored batch is recorded"
         with self._lock:
-            self._parked.pop(handle.key, None)
+            self._parked.pop(batch.key, None)
         summary = self.summary
-        self.percent = outcome.progress.percent
-        self.last_batch_seconds = outcome.wall_seconds
-        summary.emails_processed = outcome.progress.emails_processed
-        summary.batches = outcome.progress.batches
-        summary.emails_fetched += outcome.emails_fetched
-        summary.emails_stored += outcome.emails_stored
-        summary.emails_enriched += outcome.emails_enriched
-        summary.parse_errors += outcome.parse_errors
-        summary.current_window = outcome.window or summary.current_window
-        summary.add_tags(outcome.tag_counts)
+        self.percent = batch.progress.percent
+        self.last_batch_seconds = batch.wall_seconds
+        summary.emails_processed = batch.progress.emails_processed
+        summary.batches = batch.progress.batches
+        summary.emails_fetched += batch.emails_fetched
+        summary.emails_stored += batch.emails_stored
+        summary.emails_enriched += batch.emails_enriched
+        summary.parse_errors += batch.parse_errors
+        summary.current_window = batch.window or summary.current_window
+        summary.add_tags(batch.tag_counts)
         timings = summary.timings
-        timings.fetch_seconds += handle.fetch_seconds
-        timings.parse_seconds += outcome.parse_seconds
-        timings.enrich_seconds += outcome.enrich_seconds
-        timings.store_seconds += outcome.store_seconds
+        timings.fetch_seconds += batch.fetch_seconds
+        timings.parse_seconds += batch.parse_seconds
+        timings.enrich_seconds += batch.enrich_seconds
+        timings.store_seconds += batch.store_seconds

@@ -17,7 +17,7 @@ from emailsync.errors import (
 )
 from emailsync.gmail.client import GmailProfile, HistoryChanges
 from emailsync.models import BackfillCursor, SyncMode, SyncState, SyncTrigger, SyncWindow
-from emailsync.sync.pipeline import BatchHandle, BatchOutcome, FetchedBatch, ProgressPoint
+from emailsync.sync.pipeline import Batch, FetchedBatch, ProgressPoint
 from emailsync.sync.plan import BackfillPlan, IncrementalPlan, choose_plan
 from emailsync.sync.run import SyncRun
 
@@ -141,18 +141,17 @@ def test_a_parked_batch_is_kept_until_recorded_and_counted_once():
     handle = run.park(FetchedBatch(ids=["a", "b"], messages=["m"], already_enriched=1, window=WINDOW))
     assert handle.emails_in_batch == 2 and handle.emails_fetched == 1
     assert run.parked(handle).ids == ["a", "b"]
-    outcome = BatchOutcome(
-        emails_in_batch=2,
-        emails_fetched=1,
-        emails_stored=1,
-        emails_enriched=1,
-        parse_errors=0,
-        tag_counts={"news": 1},
-        progress=ProgressPoint(emails_processed=2, batches=1, percent=7),
-        window=WINDOW,
-        wall_seconds=0.5,
+    stored = handle.model_copy(
+        update={
+            "stored": True,
+            "emails_stored": 1,
+            "emails_enriched": 1,
+            "tag_counts": {"news": 1},
+            "progress": ProgressPoint(emails_processed=2, batches=1, percent=7),
+            "wall_seconds": 0.5,
+        }
     )
-    run.record(handle, outcome)
+    run.record(stored)
     assert (run.summary.emails_processed, run.summary.batches, run.percent) == (2, 1, 7)
     assert run.summary.tag_counts == {"news": 1} and run.summary.current_window == WINDOW
     assert run.progress_point().percent == 7
@@ -182,10 +181,8 @@ def cursor(**changes: Any) -> BackfillCursor:
     return BackfillCursor(window_start=WINDOW.start, window_end=WINDOW.end, **changes)
 
 
-def handle(cursor_after: BackfillCursor | None = None) -> BatchHandle:
-    return BatchHandle(
-        key="k", emails_in_batch=1, emails_fetched=1, already_enriched=0, cursor_after=cursor_after
-    )
+def handle(cursor_after: BackfillCursor | None = None) -> Batch:
+    return Batch(key="k", emails_in_batch=1, emails_fetched=1, already_enriched=0, cursor_after=cursor_after)
 
 
 class FakeCalls:
