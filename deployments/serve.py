@@ -3,7 +3,8 @@
 `prefect.serve` registers `email-sync` (on demand) and `periodic-email-sync` (hourly cron) with the
 Prefect API and executes their runs in this process; the Gmail-connect watcher runs beside it on
 a thread and starts connect syncs as runs of the `email-sync` deployment. Production uses
-prefect.yaml and a work pool instead (see README, "Production").
+prefect.yaml and a work pool instead (see README, "Production"); both follow the one definition in
+`emailsync/deployment_specs.py`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from pathlib import Path
 import requests
 
 from emailsync.config import PREFECT_OFFLINE_ENVIRONMENT
+from emailsync.deployment_specs import DEPLOYMENTS, EMAIL_SYNC, PERIODIC_EMAIL_SYNC
 from emailsync.firestore.emulator import free_port
-
-PERIODIC_CRON = "0 * * * *"
 
 logger = logging.getLogger("emailsync.serve")
 
@@ -35,18 +35,18 @@ def serve(with_watcher: bool = True, limit: int | None = 8) -> None:
     from flows.email_sync import email_sync
     from flows.periodic_sync import periodic_email_sync
 
+    flows = {EMAIL_SYNC.name: email_sync, PERIODIC_EMAIL_SYNC.name: periodic_email_sync}
     deployments = [
-        email_sync.to_deployment(
-            name="email-sync",
-            tags=["emailsync"],
-            description="Sync one provider user's Gmail (backfill or incremental).",
-        ),
-        periodic_email_sync.to_deployment(
-            name="periodic-email-sync",
-            cron=PERIODIC_CRON,
-            tags=["emailsync", "schedule"],
-            description="Hourly: start a sync for every provider user with Gmail active.",
-        ),
+        flows[spec.name].to_deployment(
+            name=spec.name,
+            tags=list(spec.tags),
+            description=spec.description,
+            parameters=dict(spec.parameters),
+            cron=spec.cron,
+            concurrency_limit=spec.concurrency_limit,
+            version=spec.version,
+        )
+        for spec in DEPLOYMENTS
     ]
     watcher = None
     if with_watcher:

@@ -18,40 +18,47 @@ A watch that the client library closes on a stream error is detected and re-subs
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.watch import Watch
 from pydantic import BaseModel
 
+from deployments.connect_decision import decide_connect
+from deployments.launchers import (
+    DeploymentLauncher,
+    InProcessLauncher,
+    SyncLauncher,
+    SyncRequest,
+    default_launcher,
+)
 from emailsync.config import get_settings
+from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
 from emailsync.firestore.client import get_firestore_client
-from emailsync.firestore.progress import ProgressWriter, get_progress_writer
+from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import SyncStateRepository
-from emailsync.models import ProviderUser, SyncProgress, SyncState, SyncStatus, SyncTrigger
+from emailsync.models import ProviderUser, SyncProgress, SyncStatus, SyncTrigger
 from emailsync.sync.ids import new_sync_id
 
+__all__ = [
+    "EMAIL_SYNC_DEPLOYMENT",
+    "DeploymentLauncher",
+    "GmailConnectWatcher",
+    "InProcessLauncher",
+    "SyncLauncher",
+    "SyncRequest",
+    "WatcherDecision",
+    "default_launcher",
+]
+
 logger = logging.getLogger("emailsync.watcher")
-
-EMAIL_SYNC_DEPLOYMENT = "email-sync/email-sync"
-
-
-class SyncRequest(BaseModel):
-    """What the watcher hands to a launcher: one sync of one provider user, its progress doc exists."""
-
-    provider_user_id: str
-    sync_id: str
-    trigger: SyncTrigger = SyncTrigger.CONNECT
 
 
 class WatcherDecision(BaseModel):
@@ -62,134 +69,6 @@ class WatcherDecision(BaseModel):
     reason: str
     sync_id: str | None = None
     at: datetime
-
-
-class SyncLauncher(Protocol):
-    """Starts a flow run for a request without blocking the caller."""
-
-    def launch(self, request: SyncRequest) -> None: ...
-
-    def shutdown(self, wait: bool) -> None: ...
-
-
-class DeploymentLauncher:
-    """Creates a flow run of the `email-sync` deployment; a Prefect worker picks it up.
-
-    `run_deployment(..., timeout=0)` returns as soon as the run is scheduled, but it is still an
-    HTTP round trip to the Prefect API, so it runs on a small pool, off the listener thread.
-    """
-
-    def __init__(
-        self, deployment_name: str = EMAIL_SYNC_DEPLOYMENT, max_workers: int = 2, api_url: str | None = None
-    ) -> None:
-        self.deployment_name = deployment_name
-        # None = the process's Prefect settings (PREFECT_API_URL); explicit for tests and benchmarks.
-        self.api_url = api_url
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="watcher-deploy")
-
-    def launch(self, request: SyncRequest) -> None:
-        self._pool.submit(self._run, request)
-
-    def _run(self, request: SyncRequest) -> None:
-        from prefect.deployments import run_deployment
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        settings = temporary_settings(updates={PREFECT_API_URL: self.api_url}) if self.api_url else None
-        try:
-            with settings or contextlib.nullcontext():
-                flow_run = run_deployment(
-                    self.deployment_name,
-                    parameters={
-                        "provider_user_id": request.provider_user_id,
-                        "trigger": request.trigger.value,
-                        "sync_id": request.sync_id,
-                    },
-                    timeout=0,
-                    as_subflow=False,
-                    tags=["emailsync", f"trigger:{request.trigger.value}"],
-                )
-            logger.info(
-                "flow run %s of %s scheduled for %s (sync %s)",
-                flow_run.id,
-                self.deployment_name,
-                request.provider_user_id,
-                request.sync_id,
-            )
-        except Exception as exc:
-            logger.exception("could not start %s for %s", self.deployment_name, request.provider_user_id)
-            _fail_progress(request.sync_id, f"could not start the sync: {exc}")
-
-    def shutdown(self, wait: bool) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
-
-
-class InProcessLauncher:
-    """Runs the `email_sync` flow in this process on `max_workers` threads (no Prefect server needed;
-    Prefect then starts its temporary local API on first use).
-
-    The threads are daemons: `shutdown(wait=False)` abandons a running sync instead of holding the
-    process open. That is safe by design: its lease expires and the next trigger resumes it from
-    the checkpoint. Syncs still queued are marked failed so no progress doc stays pending forever.
-    """
-
-    def __init__(self, max_workers: int = 4) -> None:
-        self._queue: queue.Queue[SyncRequest | None] = queue.Queue()
-        # Flows run with the Prefect settings of whoever built the launcher (e.g. a temporary API set
-        # with `temporary_settings`); new threads would otherwise start with an empty context.
-        self._context = contextvars.copy_context()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"watcher-sync-{n}", daemon=True)
-            for n in range(max_workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def launch(self, request: SyncRequest) -> None:
-        self._queue.put(request)
-
-    def _work(self) -> None:
-        while (request := self._queue.get()) is not None:
-            self._context.copy().run(self._run, request)
-
-    @staticmethod
-    def _run(request: SyncRequest) -> None:
-        from flows.email_sync import email_sync
-
-        try:
-            summary = email_sync(
-                request.provider_user_id, trigger=request.trigger.value, sync_id=request.sync_id
-            )
-            logger.info("sync %s of %s finished: %s", request.sync_id, request.provider_user_id, summary)
-        except Exception:
-            # The flow records its own failure in syncProgress; this line is for the operator.
-            logger.exception("sync %s of %s failed", request.sync_id, request.provider_user_id)
-
-    def shutdown(self, wait: bool) -> None:
-        if not wait:
-            while True:
-                try:
-                    request = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if request is not None:
-                    _fail_progress(request.sync_id, "the watcher stopped before this sync started")
-        for _ in self._threads:
-            self._queue.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-
-def default_launcher() -> SyncLauncher:
-    """The deployment when a Prefect API is configured, else the flow in-process."""
-    if get_settings().prefect_api_url:
-        return DeploymentLauncher()
-    return InProcessLauncher()
-
-
-def _fail_progress(sync_id: str, error: str) -> None:
-    with contextlib.suppress(Exception):
-        get_progress_writer().fail(sync_id, error)
 
 
 class GmailConnectWatcher:
@@ -342,53 +221,31 @@ class GmailConnectWatcher:
         kind = change.type.name  # ADDED | MODIFIED | REMOVED
         if kind == "REMOVED":
             self._handled.pop(provider_user_id, None)
-            self._decide(
-                provider_user_id, "disconnected", "Gmail disconnected; a reconnect starts a new sync"
-            )
-            return
-        user = ProviderUser.from_firestore(change.document.to_dict())
-        if kind == "MODIFIED":
-            # Still connected: an unrelated update (or active written true again) is not a connect.
-            self._decide(provider_user_id, "skipped", "update of an already connected user, not a connect")
-            return
-        key = _connect_key(user, change.document)
-        if self._handled.get(provider_user_id) == key:
-            self._decide(provider_user_id, "skipped", "this connect was already handled (re-delivered event)")
-            return
-        if not catch_up:
-            self._start_sync(provider_user_id, user, why="Gmail connected")
+            user, key = None, None
         else:
-            if after_gap:
-                # Re-subscribed after a stream error: this connect happened while we were not listening.
-                reason = self._live_sync_reason(provider_user_id)
-                why = "connected while the listener was re-subscribing"
-            else:
-                # First snapshot after start: the user may have connected long ago (restart catch-up).
-                reason = self._catch_up_skip_reason(provider_user_id)
-                why = "catch-up: connected, no completed backfill, no live sync"
-            if reason is None:
-                self._start_sync(provider_user_id, user, why=why)
-            else:
-                self._decide(provider_user_id, "skipped", reason)
-        # Only now: if anything above raised, the re-subscription re-delivers this connect and retries.
-        self._handled[provider_user_id] = key
-
-    def _catch_up_skip_reason(self, provider_user_id: str) -> str | None:
-        state = self.sync_state.get(provider_user_id)
-        if state.backfill_completed:
-            return "catch-up: backfill already completed (the periodic sync keeps it fresh)"
-        return self._live_sync_reason(provider_user_id, state)
-
-    def _live_sync_reason(self, provider_user_id: str, state: SyncState | None = None) -> str | None:
-        state = state or self.sync_state.get(provider_user_id)
-        now = datetime.now(UTC)
-        if state.active_sync_id and state.lease_expires_at and state.lease_expires_at > now:
-            return f"sync {state.active_sync_id} holds a live lease"
-        for progress in self._pending_progress(provider_user_id):
-            # A pending doc older than this has no flow behind it (e.g. we died between the two steps).
-            if now - progress.updatedAt < self.stale_pending_after:
-                return f"sync {progress.syncId} is pending"
-        return None
+            user = ProviderUser.from_firestore(change.document.to_dict())
+            key = _connect_key(user, change.document) if kind == "ADDED" else None
+        decision = decide_connect(
+            kind,
+            connect_key=key,
+            handled_key=self._handled.get(provider_user_id),
+            catch_up=catch_up,
+            after_gap=after_gap,
+            state=lambda: self.sync_state.get(provider_user_id),
+            pending=lambda: self._pending_progress(provider_user_id),
+            now=datetime.now(UTC),
+            stale_pending_after=self.stale_pending_after,
+        )
+        if decision.action == "start":
+            assert user is not None
+            self._start_sync(provider_user_id, user, why=decision.reason)
+        else:
+            self._decide(
+                provider_user_id, "skipped" if decision.action == "skip" else decision.action, decision.reason
+            )
+        if key is not None:
+            # Only now: if anything above raised, the re-subscription re-delivers this connect and retries.
+            self._handled[provider_user_id] = key
 
     def _pending_progress(self, provider_user_id: str) -> list[SyncProgress]:
         query = (

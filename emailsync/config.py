@@ -6,7 +6,8 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Prefect (server and client) runs offline: no telemetry, no update checks. The Makefile exports these
 # too; entry points set them unless already set, and child Prefect processes get them explicitly.
@@ -36,61 +37,86 @@ class QuotaCosts(BaseModel):
     get_profile: int = 1
 
 
-class Settings(BaseModel):
-    """All knobs of emailsync. Field defaults are the production defaults."""
+def _env(*names: str) -> AliasChoices:
+    """The environment variable(s) a setting is read from (the first one set wins)."""
+    return AliasChoices(*names)
 
-    google_cloud_project: str = "omnibutler-local"
-    firestore_emulator_host: str | None = None
-    gmail_api_endpoint: str | None = None  # root URL of a Gmail-compatible server; None = Google
-    openai_api_key: str | None = Field(default=None, repr=False)
-    openai_base_url: str | None = None
-    openai_chat_model: str = "gpt-4o-mini"
-    openai_embedding_model: str = "text-embedding-3-small"
+
+class Settings(BaseSettings):
+    """All knobs of emailsync, each default written once, here (QuotaCosts: the per-method costs).
+
+    `Settings.from_env()` / `get_settings()` read the environment (empty values count as unset);
+    `Settings(field=...)` also reads it, the keyword arguments winning.
+    """
+
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True, populate_by_name=True, extra="ignore", str_strip_whitespace=True
+    )
+
+    google_cloud_project: str = Field(
+        "omnibutler-local",
+        validation_alias=_env("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"),
+    )
+    firestore_emulator_host: str | None = Field(None, validation_alias=_env("FIRESTORE_EMULATOR_HOST"))
+    # root URL of a Gmail-compatible server; None = Google
+    gmail_api_endpoint: str | None = Field(None, validation_alias=_env("GMAIL_API_ENDPOINT"))
+    openai_api_key: str | None = Field(None, repr=False, validation_alias=_env("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL"))
+    openai_chat_model: str = Field("gpt-4o-mini", validation_alias=_env("EMAILSYNC_OPENAI_CHAT_MODEL"))
+    openai_embedding_model: str = Field(
+        "text-embedding-3-small",
+        validation_alias=_env("EMAILSYNC_OPENAI_EMBEDDING_MODEL"),
+    )
     embedding_dimensions: int = 384
-    batch_size: int = 100
-    lookback_weeks: int | None = None
-    quota_units_per_second: float = 250.0
-    quota_costs: QuotaCosts = QuotaCosts()
-    lease_timeout_seconds: float = 300.0
-    prefect_api_url: str | None = None
-    local_backend: LocalBackend = DEFAULT_LOCAL_BACKEND
-    local_onnx_precision: Literal["fp32", "int8"] = "fp32"
-    local_threads: int | None = None  # None = the CPUs this process may run on (its affinity)
+    batch_size: int = Field(100, validation_alias=_env("EMAILSYNC_BATCH_SIZE"))
+    lookback_weeks: int | None = Field(None, validation_alias=_env("EMAILSYNC_LOOKBACK_WEEKS"))
+    quota_units_per_second: float = Field(250.0, validation_alias=_env("EMAILSYNC_QUOTA_UNITS_PER_SECOND"))
+    quota_costs: QuotaCosts = Field(default_factory=QuotaCosts)
+    lease_timeout_seconds: float = Field(300.0, validation_alias=_env("EMAILSYNC_LEASE_TIMEOUT_SECONDS"))
+    prefect_api_url: str | None = Field(None, validation_alias=_env("PREFECT_API_URL"))
+    local_backend: LocalBackend = Field(DEFAULT_LOCAL_BACKEND, validation_alias=_env("EMAILSYNC_LOCAL_BACKEND"))
+    local_onnx_precision: Literal["fp32", "int8"] = Field(
+        "fp32", validation_alias=_env("EMAILSYNC_ONNX_PRECISION")
+    )
+    # None = the CPUs this process may run on (its affinity)
+    local_threads: int | None = Field(None, validation_alias=_env("EMAILSYNC_LOCAL_THREADS"))
+
+    # EMAILSYNC_QUOTA_COST_<METHOD>: folded into `quota_costs` (unset: QuotaCosts' default).
+    quota_cost_messages_get: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_MESSAGES_GET")
+    )
+    quota_cost_messages_list: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_MESSAGES_LIST")
+    )
+    quota_cost_history_list: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_HISTORY_LIST")
+    )
+    quota_cost_get_profile: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_GET_PROFILE")
+    )
+
+    @model_validator(mode="after")
+    def _fold_quota_costs(self) -> Settings:
+        overrides = {
+            method: getattr(self, f"quota_cost_{method}")
+            for method in QuotaCosts.model_fields
+            if getattr(self, f"quota_cost_{method}") is not None
+        }
+        if overrides:
+            self.quota_costs = self.quota_costs.model_copy(update=overrides)
+        return self
+
+    @field_validator("local_backend", "local_onnx_precision", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-
-        def opt(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        costs = QuotaCosts(
-            messages_get=int(opt("EMAILSYNC_QUOTA_COST_MESSAGES_GET") or 5),
-            messages_list=int(opt("EMAILSYNC_QUOTA_COST_MESSAGES_LIST") or 5),
-            history_list=int(opt("EMAILSYNC_QUOTA_COST_HISTORY_LIST") or 2),
-            get_profile=int(opt("EMAILSYNC_QUOTA_COST_GET_PROFILE") or 1),
-        )
-        lookback = opt("EMAILSYNC_LOOKBACK_WEEKS")
-        threads = opt("EMAILSYNC_LOCAL_THREADS")
-        return cls(
-            google_cloud_project=opt("GOOGLE_CLOUD_PROJECT") or opt("GCLOUD_PROJECT") or "omnibutler-local",
-            firestore_emulator_host=opt("FIRESTORE_EMULATOR_HOST"),
-            gmail_api_endpoint=opt("GMAIL_API_ENDPOINT"),
-            openai_api_key=opt("OPENAI_API_KEY"),
-            openai_base_url=opt("OPENAI_BASE_URL"),
-            openai_chat_model=opt("EMAILSYNC_OPENAI_CHAT_MODEL") or "gpt-4o-mini",
-            openai_embedding_model=opt("EMAILSYNC_OPENAI_EMBEDDING_MODEL") or "text-embedding-3-small",
-            batch_size=int(opt("EMAILSYNC_BATCH_SIZE") or 100),
-            lookback_weeks=int(lookback) if lookback else None,
-            quota_units_per_second=float(opt("EMAILSYNC_QUOTA_UNITS_PER_SECOND") or 250),
-            quota_costs=costs,
-            lease_timeout_seconds=float(opt("EMAILSYNC_LEASE_TIMEOUT_SECONDS") or 300),
-            prefect_api_url=opt("PREFECT_API_URL"),
-            local_backend=(opt("EMAILSYNC_LOCAL_BACKEND") or DEFAULT_LOCAL_BACKEND).lower(),
-            local_onnx_precision=(opt("EMAILSYNC_ONNX_PRECISION") or "fp32").lower(),
-            local_threads=int(threads) if threads else None,
-        )
+        """The settings of `env` (default: this process's environment)."""
+        if env is None:
+            return cls()
+        return cls.model_validate({name: value for name, value in env.items() if value.strip()})
 
 
 @lru_cache(maxsize=1)

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from deployments.watcher import EMAIL_SYNC_DEPLOYMENT
 from emailsync.config import get_settings
+from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.repositories import ProviderUserRepository
 from emailsync.models import SyncTrigger

@@ -1,7 +1,7 @@
 """`process_email_batch`: the unit of work of a sync once its messages are downloaded.
 
 parse → enrich (messages not enriched before) → store (document id = message id) → progress →
-checkpoint (backfill cursor + lease renewal). Redoing a batch is harmless: the same documents are
+checkpoint (the plan's cursor + lease renewal). Redoing a batch is harmless: the same documents are
 written again and already-enriched messages are skipped at download time.
 """
 
@@ -10,17 +10,16 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from emailsync.sync.pipeline import BatchOutcome, ProgressPoint
-from tasks.common import RETRY_POLICY, FetchedBatchRef, SyncResources
+from emailsync.sync.pipeline import Batch
+from emailsync.sync.plan import SyncPlan
+from emailsync.sync.run import SyncRun
+from tasks.common import RETRY_POLICY
 
 
 @task(name="process-email-batch", cache_policy=NO_CACHE, **RETRY_POLICY)
-def process_email_batch(
-    resources: SyncResources, batch: FetchedBatchRef, before: ProgressPoint, *, checkpoint: bool
-) -> BatchOutcome:
-    """Store one fetched batch; with `checkpoint` (backfill), save the cursor that follows it."""
-    session = resources.session
-    outcome = session.store_batch(resources.parked(batch), before)
-    session.finish_batch(outcome, batch.cursor_after if checkpoint else None)
-    resources.release(batch)
-    return outcome
+def process_email_batch(run: SyncRun, plan: SyncPlan, batch: Batch) -> None:
+    """Store one fetched batch, checkpoint where the plan says, and count it in the run's summary."""
+    session = run.session
+    assert session is not None, "the run's session is made when `run.reported()` is entered"
+    stored = session.store_batch(batch, run.parked(batch), run.progress_point())
+    run.record(session.finish_batch(stored, plan.checkpoint_after(batch)))

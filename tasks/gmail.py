@@ -10,53 +10,82 @@ from prefect.cache_policies import NO_CACHE
 from emailsync.gmail.client import GmailProfile, HistoryChanges
 from emailsync.models import BackfillCursor
 from emailsync.sync.backfill import start_cursor
-from tasks.common import RETRY_POLICY, FetchedBatchRef, SyncResources
+from emailsync.sync.pipeline import Batch, SyncSession
+from emailsync.sync.plan import BatchRequest
+from emailsync.sync.run import SyncRun
+from tasks.common import RETRY_POLICY
+from tasks.enrichment import warm_up_enricher
+
+
+def _session(run: SyncRun) -> SyncSession:
+    assert run.session is not None, "the run's session is made when `run.reported()` is entered"
+    return run.session
 
 
 @task(name="read-gmail-profile", cache_policy=NO_CACHE, **RETRY_POLICY)
-def read_gmail_profile(resources: SyncResources) -> GmailProfile:
+def read_gmail_profile(run: SyncRun) -> GmailProfile:
     """Mailbox size and the historyId the next incremental sync starts from."""
-    return resources.session.gmail.get_profile()
+    return _session(run).gmail.get_profile()
 
 
 @task(name="estimate-messages-since", cache_policy=NO_CACHE, **RETRY_POLICY)
-def estimate_messages_since(resources: SyncResources, bound: datetime) -> int:
+def estimate_messages_since(run: SyncRun, bound: datetime) -> int:
     """How many messages a look-back-bounded backfill will walk (Gmail's resultSizeEstimate)."""
-    page = resources.session.gmail.list_messages(after=bound, before=None, page_token=None, max_results=1)
+    page = _session(run).gmail.list_messages(after=bound, before=None, page_token=None, max_results=1)
     return page.result_size_estimate
 
 
 @task(name="find-backfill-start", cache_policy=NO_CACHE, **RETRY_POLICY)
 def find_backfill_start(
-    resources: SyncResources, now: datetime, bound: datetime | None, start_history_id: str
+    run: SyncRun, now: datetime, bound: datetime | None, start_history_id: str
 ) -> BackfillCursor | None:
     """The week window of the newest message (None: nothing to back-fill)."""
-    return start_cursor(resources.session.gmail, now=now, bound=bound, start_history_id=start_history_id)
+    return start_cursor(_session(run).gmail, now=now, bound=bound, start_history_id=start_history_id)
 
 
 @task(name="list-history-changes", cache_policy=NO_CACHE, **RETRY_POLICY)
-def list_history_changes(resources: SyncResources, start_history_id: str) -> HistoryChanges:
+def list_history_changes(run: SyncRun, start_history_id: str) -> HistoryChanges:
     """Ids added since `start_history_id`; HistoryExpiredError (fatal, not retried) when it is too old."""
-    return resources.session.gmail.list_history(start_history_id)
+    return _session(run).gmail.list_history(start_history_id)
 
 
 @task(name="fetch-email-batch", cache_policy=NO_CACHE, **RETRY_POLICY)
-def fetch_email_batch(
-    resources: SyncResources,
-    *,
-    cursor: BackfillCursor | None = None,
-    ids: list[str] | None = None,
-    batch_size: int,
-    bound: datetime | None = None,
-) -> FetchedBatchRef:
-    """List the next backfill batch from `cursor` (or take `ids`) and download the messages not stored yet.
+def fetch_email_batch(run: SyncRun, request: BatchRequest) -> Batch:
+    """List the next backfill batch from the request's cursor (or take its ids) and download the
+    messages not stored yet; the messages wait in the run, the handle travels.
 
     Runs one batch ahead of `process_email_batch`, so the quota-bound download of batch N+1 overlaps
     the CPU-bound enrichment of batch N.
     """
-    session = resources.session
-    if cursor is not None:
-        fetched = session.fetch_backfill_batch(cursor, batch_size=batch_size, bound=bound)
+    session = _session(run)
+    if request.cursor is not None:
+        fetched = session.fetch_backfill_batch(
+            request.cursor, batch_size=request.batch_size, bound=request.bound
+        )
     else:
-        fetched = session.fetch_ids(list(ids or []))
-    return resources.park(fetched)
+        fetched = session.fetch_ids(list(request.ids))
+    return run.park(fetched)
+
+
+class PlanningTasks:
+    """`emailsync.sync.plan.PlanningCalls` answered by the retried tasks above."""
+
+    def __init__(self, run: SyncRun) -> None:
+        self.run = run
+
+    def list_history(self, start_history_id: str) -> HistoryChanges:
+        return list_history_changes(self.run, start_history_id)
+
+    def read_profile(self) -> GmailProfile:
+        return read_gmail_profile(self.run)
+
+    def estimate_messages_since(self, bound: datetime) -> int:
+        return estimate_messages_since(self.run, bound)
+
+    def find_backfill_start(
+        self, now: datetime, bound: datetime | None, start_history_id: str
+    ) -> BackfillCursor | None:
+        return find_backfill_start(self.run, now, bound, start_history_id)
+
+    def warm_up_enricher(self) -> None:
+        warm_up_enricher.submit(_session(self.run).enricher)

@@ -1,4 +1,6 @@
-"""Firestore tasks around a sync: who the user is, the per-user lease, and the cursors a sync leaves."""
+"""Firestore tasks around a sync: who the user is, the per-user lease, and the cursors a sync leaves
+(the lease is released by `SyncRun.reported()`, not by a task: that runs also when the flow is failing
+or being cancelled)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from emailsync.firestore.repositories import (
     ProviderUserRepository,
     SyncStateRepository,
 )
-from emailsync.models import ProviderCredentials, ProviderUser, SyncState
+from emailsync.models import ProviderCredentials, ProviderUser
+from emailsync.sync.run import LeaseAttempt, SyncRun
 from tasks.common import RETRY_POLICY
 
 
@@ -44,22 +47,10 @@ def resolve_provider_user(provider_user_id: str) -> SyncTarget:
     )
 
 
-class LeaseAttempt(BaseModel):
-    acquired: bool
-    state: SyncState  # after the attempt: who holds the lease, and the cursors this sync starts from
-    taken_over_from: str | None = None  # the sync whose expired lease this one took over
-
-
 @task(name="acquire-sync-lease", cache_policy=NO_CACHE, **RETRY_POLICY)
-def acquire_sync_lease(
-    provider_user_id: str, sync_id: str, owner: str, timeout_seconds: float
-) -> LeaseAttempt:
+def acquire_sync_lease(run: SyncRun, owner: str) -> LeaseAttempt:
     """Take the per-user lease (free, expired, or already ours); the state tells who holds it otherwise."""
-    repository = SyncStateRepository()
-    previous = repository.get(provider_user_id).active_sync_id
-    acquired = repository.acquire_lease(provider_user_id, sync_id, owner, timeout_seconds)
-    taken_over = previous if acquired and previous not in (None, sync_id) else None
-    return LeaseAttempt(acquired=acquired, state=repository.get(provider_user_id), taken_over_from=taken_over)
+    return run.acquire_lease(owner)
 
 
 @task(name="record-sync-cursors", cache_policy=NO_CACHE, **RETRY_POLICY)
@@ -70,8 +61,3 @@ def record_sync_cursors(provider_user_id: str, *, history_id: str, backfill_comp
         repository.complete_backfill(provider_user_id, history_id)
     else:
         repository.set_last_history_id(provider_user_id, history_id)
-
-
-def release_sync_lease(provider_user_id: str, sync_id: str) -> bool:
-    """Not a task: runs in `finally`, also when the flow is failing or being cancelled."""
-    return SyncStateRepository().release_lease(provider_user_id, sync_id)

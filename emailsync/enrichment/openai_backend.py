@@ -27,7 +27,14 @@ from emailsync.enrichment.text import (
     prompt_body,
     truncate,
 )
-from emailsync.errors import FatalError, RetriableError, is_retriable, parse_retry_after
+from emailsync.errors import (
+    OPENAI_ERROR_MAPPING,
+    FatalError,
+    RetriableError,
+    is_retriable,
+    parse_retry_after,
+    resolve_http_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,26 +95,15 @@ def _retry_after_seconds(exc: openai.APIStatusError) -> float | None:
 
 def classify_openai_error(exc: Exception) -> Exception:
     """The emailsync error for an OpenAI client error (emailsync/errors.py is the one classification)."""
-    if isinstance(exc, openai.RateLimitError | openai.InternalServerError):
-        return RetriableError(
-            f"OpenAI {exc.status_code}: {exc.message}",
-            retry_after=_retry_after_seconds(exc),
-            status=exc.status_code,
-        )
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
         return RetriableError(f"OpenAI unreachable: {exc}")
     if isinstance(exc, openai.APIStatusError):
-        if exc.status_code in (408, 409) or exc.status_code >= 500:
-            return RetriableError(
-                f"OpenAI {exc.status_code}: {exc.message}",
-                retry_after=_retry_after_seconds(exc),
-                status=exc.status_code,
-            )
-        if exc.status_code in (401, 403):
-            # The server's message may echo part of the key; this text can reach syncProgress.error.
-            return FatalError(f"OpenAI {exc.status_code}: the API key was rejected (check OPENAI_API_KEY)")
-        # 400 bad request, 404 unknown model, 422: retrying cannot help.
-        return FatalError(f"OpenAI {exc.status_code}: {exc.message}")
+        resolution = resolve_http_error(OPENAI_ERROR_MAPPING, exc.status_code)
+        return resolution.error(
+            f"OpenAI {exc.status_code}: {exc.message}",
+            status=exc.status_code,
+            retry_after=_retry_after_seconds(exc),
+        )
     return exc
 
 

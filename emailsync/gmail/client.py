@@ -4,7 +4,8 @@
   (building them per call dominates client CPU).
 - Pacing: every call spends its quota units from the user's shared `TokenBucket` before it is sent.
 - Retries are ours (one policy, `RetryPolicy`): `num_retries` ignores Retry-After and batches never
-  retry. Errors are classified in one place, `classify_http_error`, into `emailsync.errors` classes.
+  retry; one retry path (`_with_retries`) serves single calls and batch parts. HTTP errors are classified
+  by `classify_http_error` (`http_errors.py`) through the one table in `emailsync/errors.py`.
 - Tokens never reach a log line or an exception message.
 
 httplib2 connections are not thread-safe, so each thread using a client gets its own connection; the
@@ -14,12 +15,11 @@ pacing bucket is shared by every thread and every client of the same user, so th
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,143 +31,36 @@ from google.auth.exceptions import RefreshError, TransportError
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
-from pydantic import BaseModel, Field
 
 from emailsync.config import Settings, get_settings
 from emailsync.errors import (
     AuthorizationRevokedError,
     EmailSyncError,
     FatalError,
-    HistoryExpiredError,
     RetriableError,
-    parse_retry_after,
 )
 from emailsync.gmail import settings as gmail_settings
-from emailsync.gmail.mime import ParsedEmail, parse_message
+from emailsync.gmail.http_errors import classify_http_error, is_rate_limit, scrub
 from emailsync.gmail.pacing import Sleep, TokenBucket, shared_bucket
 from emailsync.gmail.settings import DEFAULT_RETRY_POLICY, RetryPolicy
+from emailsync.gmail.types import ClientStats, GmailMessage, GmailProfile, HistoryChanges, MessagePage
 from emailsync.models import ProviderCredentials
 
 logger = logging.getLogger(__name__)
 
-_RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 # Network trouble: timeouts, resets, refused connections (OSError covers socket.timeout and ConnectionError).
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httplib2.HttpLib2Error, TransportError, OSError)
 
 
-# ------------------------------------------------------------------------------------------ models
-
-
-class GmailMessage(BaseModel):
-    """One message as fetched with format=raw; `raw` is the RFC 5322 bytes."""
-
-    id: str
-    thread_id: str | None = None
-    label_ids: list[str] = Field(default_factory=list)
-    snippet: str = ""
-    internal_date: int  # epoch milliseconds
-    history_id: str | None = None
-    raw: bytes
-
-    def parse(self) -> ParsedEmail:
-        """The email's content, with Gmail's own metadata; never raises (see `parse_message`)."""
-        return parse_message(
-            self.raw,
-            message_id=self.id,
-            thread_id=self.thread_id,
-            label_ids=self.label_ids,
-            internal_date=self.internal_date,
-            snippet=self.snippet,
-        )
-
-
-class MessagePage(BaseModel):
-    ids: list[str]
-    next_page_token: str | None = None
-    result_size_estimate: int = 0
-
-
-class HistoryChanges(BaseModel):
-    added_ids: list[str]  # distinct, in history order
-    history_id: str  # the mailbox's latest historyId: the next incremental sync starts here
-
-
-class GmailProfile(BaseModel):
-    email_address: str
-    messages_total: int = 0
-    history_id: str
-
-
-@dataclass
-class ClientStats:
-    """What the client did; benchmarks and tests read it."""
-
-    http_requests: int = 0  # HTTP round trips (a batch is one)
-    calls: int = 0  # API calls (each batch part counts)
-    rate_limited: int = 0  # calls answered 429 / rateLimitExceeded
-    server_errors: int = 0  # calls answered 5xx or failing in transport
-    retries: int = 0  # calls sent again
-    not_found: int = 0  # messages that vanished between list and get
-    paced_seconds: float = 0.0  # time spent waiting for quota units
-    backoff_seconds: float = 0.0  # time spent in retry delays (Retry-After included)
-
-
-# ------------------------------------------------------------------------------------------ errors
-
-
-def _error_details(content: bytes | str | None) -> tuple[str, set[str]]:
-    """(server message, error reasons) from a Google JSON error body, or the body text itself."""
-    if content is None:
-        return "", set()
-    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text.strip()[:300], set()
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, str):  # OAuth token endpoint shape: {"error": "invalid_grant", ...}
-        return str(body.get("error_description") or error)[:300], {error}
-    if not isinstance(error, dict):
-        return text.strip()[:300], set()
-    reasons = {
-        str(e.get("reason")) for e in error.get("errors") or [] if isinstance(e, dict) and e.get("reason")
-    }
-    if error.get("status"):
-        reasons.add(str(error["status"]))
-    return str(error.get("message") or "")[:300], reasons
-
-
-def _scrub(text: str, secrets: Iterable[str | None]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
-def classify_http_error(
-    status: int,
-    content: bytes | str | None,
-    headers: Mapping[str, str] | None = None,
-    *,
-    operation: str = "gmail call",
-    secrets: Iterable[str | None] = (),
-) -> EmailSyncError:
-    """The one mapping from a Gmail HTTP answer to an `emailsync.errors` class."""
-    message, reasons = _error_details(content)
-    lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    retry_after = parse_retry_after(lowered.get("retry-after"))
-    detail = _scrub(f"{operation}: HTTP {status}" + (f" {message}" if message else ""), secrets)
-    if status == 401 or "invalid_grant" in reasons or "invalid_grant" in message:
-        return AuthorizationRevokedError(detail)
-    if status == 429 or status >= 500 or (status == 403 and reasons & _RATE_LIMIT_REASONS):
-        return RetriableError(detail, retry_after=retry_after, status=status)
-    if status == 404 and operation.startswith("history"):
-        return HistoryExpiredError(f"{detail} (history too old: a full sync is needed)")
-    return FatalError(detail)
-
-
-def _is_rate_limit(error: EmailSyncError) -> bool:
-    return isinstance(error, RetriableError) and error.status in (429, 403)
+__all__ = [
+    "ClientStats",
+    "GmailClient",
+    "GmailMessage",
+    "GmailProfile",
+    "HistoryChanges",
+    "MessagePage",
+    "classify_http_error",
+]
 
 
 # ------------------------------------------------------------------------------------------ client
@@ -368,8 +261,9 @@ class GmailClient:
         unique = list(dict.fromkeys(ids))
         fetched: dict[str, GmailMessage] = {}
         pending = unique
-        attempt = 1
-        while pending:
+
+        def attempt_pending(attempt: int) -> list[EmailSyncError]:
+            nonlocal pending
             failed: dict[str, EmailSyncError] = {}
             start = 0
             while start < len(pending):
@@ -378,20 +272,18 @@ class GmailClient:
                 outcome = self._fetch_batch(chunk)
                 fetched.update(outcome.fetched)
                 failed.update(outcome.failed)
-            if not failed:
-                break
-            errors = list(failed.values())
-            if attempt >= self._retry.max_attempts:
-                first = errors[0]
-                raise RetriableError(
-                    f"{len(failed)} of {len(unique)} messages failing after {attempt} attempts: {first}",
-                    retry_after=getattr(first, "retry_after", None),
-                    status=getattr(first, "status", None),
-                )
-            self._backoff(attempt, errors)
-            self.stats.retries += len(failed)
             pending = [message_id for message_id in pending if message_id in failed]
-            attempt += 1
+            return list(failed.values())
+
+        def exhausted(attempt: int, errors: list[EmailSyncError]) -> EmailSyncError:
+            first = errors[0]
+            return RetriableError(
+                f"{len(errors)} of {len(unique)} messages failing after {attempt} attempts: {first}",
+                retry_after=getattr(first, "retry_after", None),
+                status=getattr(first, "status", None),
+            )
+
+        self._with_retries(attempt_pending, exhausted)
         return [fetched[message_id] for message_id in ids if message_id in fetched]
 
     @property
@@ -405,7 +297,7 @@ class GmailClient:
         if isinstance(exc, EmailSyncError):
             return exc
         if isinstance(exc, HttpError) and exc.resp is None:  # BatchError: the batch answer was unreadable
-            return RetriableError(f"{operation}: {_scrub(str(exc), self._secrets)[:200]}")
+            return RetriableError(f"{operation}: {scrub(str(exc), self._secrets)[:200]}")
         if isinstance(exc, HttpError):
             return classify_http_error(
                 exc.resp.status, exc.content, exc.resp, operation=operation, secrets=self._secrets
@@ -413,14 +305,14 @@ class GmailClient:
         if isinstance(exc, RefreshError) and getattr(exc, "retryable", False):  # token endpoint 5xx/429
             return RetriableError(f"{operation}: token refresh failed temporarily")
         if isinstance(exc, RefreshError):  # a 401 made google-auth refresh, and that failed
-            detail = _scrub(str(exc.args[0]) if exc.args else type(exc).__name__, self._secrets)
+            detail = scrub(str(exc.args[0]) if exc.args else type(exc).__name__, self._secrets)
             return AuthorizationRevokedError(f"{operation}: {detail[:200]}")
         if isinstance(exc, _TRANSPORT_ERRORS):
             return RetriableError(
-                f"{operation}: {type(exc).__name__}: {_scrub(str(exc), self._secrets)[:200]}"
+                f"{operation}: {type(exc).__name__}: {scrub(str(exc), self._secrets)[:200]}"
             )
         return FatalError(
-            f"{operation}: unexpected {type(exc).__name__}: {_scrub(str(exc), self._secrets)[:200]}"
+            f"{operation}: unexpected {type(exc).__name__}: {scrub(str(exc), self._secrets)[:200]}"
         )
 
     def _http(self) -> google_auth_httplib2.AuthorizedHttp:
@@ -461,9 +353,9 @@ class GmailClient:
     def _backoff(self, attempt: int, errors: list[EmailSyncError]) -> None:
         """Wait before retry `attempt`: what is left of a 429 pause, and the policy delay for other errors."""
         delay = 0.0
-        if any(_is_rate_limit(e) for e in errors):
+        if any(is_rate_limit(e) for e in errors):
             delay = self._bucket.reserve(0)  # the pause was set (Retry-After) when the 429 arrived
-        others = [e for e in errors if not _is_rate_limit(e)]
+        others = [e for e in errors if not is_rate_limit(e)]
         if others:
             delay = max(delay, self._retry_delay(attempt, others))
         logger.info("gmail retry %d in %.2fs (%d failing, e.g. %s)", attempt, delay, len(errors), errors[0])
@@ -478,13 +370,16 @@ class GmailClient:
         self, request: Any, cost: int, operation: str, *, allow_missing: bool = False
     ) -> dict[str, Any] | None:
         """Execute one non-batch request with pacing and the retry policy (None: 404 and `allow_missing`)."""
-        attempt = 1
-        while True:
+        answer: list[dict[str, Any] | None] = []
+        causes: list[BaseException] = []
+
+        def attempt_call(attempt: int) -> list[EmailSyncError]:
             self._pace(cost)
             self.stats.http_requests += 1
             self.stats.calls += 1
             try:
-                return request.execute(http=self._http(), num_retries=0)
+                answer.append(request.execute(http=self._http(), num_retries=0))
+                return []
             except Exception as exc:
                 if (
                     allow_missing
@@ -492,21 +387,46 @@ class GmailClient:
                     and exc.resp is not None
                     and exc.resp.status == 404
                 ):
-                    return None
+                    answer.append(None)
+                    return []
                 error = self._classify(exc, operation)
                 if not isinstance(error, RetriableError):
                     raise error from (None if isinstance(error, AuthorizationRevokedError) else exc)
                 self._count_failure(error)
-                if _is_rate_limit(error):
+                if is_rate_limit(error):
                     self._pause_for_rate_limit(attempt, [error])
-                if attempt >= self._retry.max_attempts:
-                    raise error from exc
-                self._backoff(attempt, [error])
-                self.stats.retries += 1
-                attempt += 1
+                causes.append(exc)
+                return [error]
+
+        def exhausted(attempt: int, errors: list[EmailSyncError]) -> EmailSyncError:
+            errors[0].__cause__ = causes[-1]
+            return errors[0]
+
+        self._with_retries(attempt_call, exhausted)
+        return answer[-1]
+
+    def _with_retries(
+        self,
+        attempt_once: Callable[[int], list[EmailSyncError]],
+        exhausted: Callable[[int, list[EmailSyncError]], EmailSyncError],
+    ) -> None:
+        """The one retry path, for single calls and for the parts of batches (the shape of Singer SDK's
+        `RESTStream.request_decorator`): `attempt_once(attempt)` makes one attempt and returns the
+        retriable failures it left (fatal ones it raises); between attempts `_backoff` waits (Retry-After
+        honoured); after the policy's last attempt `exhausted(attempt, errors)` is raised."""
+        attempt = 1
+        while True:
+            errors = attempt_once(attempt)
+            if not errors:
+                return
+            if attempt >= self._retry.max_attempts:
+                raise exhausted(attempt, errors)
+            self._backoff(attempt, errors)
+            self.stats.retries += len(errors)
+            attempt += 1
 
     def _count_failure(self, error: EmailSyncError) -> None:
-        if _is_rate_limit(error):
+        if is_rate_limit(error):
             self.stats.rate_limited += 1
         else:
             self.stats.server_errors += 1
@@ -554,7 +474,7 @@ class GmailClient:
                 raise error
         for error in outcome.failed.values():
             self._count_failure(error)
-        rate_limited = [e for e in outcome.failed.values() if _is_rate_limit(e)]
+        rate_limited = [e for e in outcome.failed.values() if is_rate_limit(e)]
         if rate_limited:
             self._pause_for_rate_limit(1, rate_limited)
         if outcome.missing:

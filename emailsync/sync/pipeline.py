@@ -56,23 +56,49 @@ class ProgressPoint(BaseModel):
     percent: int = 0
 
 
-class BatchOutcome(BaseModel):
-    """What storing one batch did, and the counts after it."""
+class Batch(BaseModel):
+    """One batch of a sync as it travels through Prefect futures: a handle on the messages, not the
+    messages, and once stored, what storing it did.
 
+    Prefect keeps every task result of a flow run in memory for dependency tracking; handing over the
+    raw messages themselves would keep a whole mailbox alive until the flow run ends. The messages wait
+    in the `SyncRun` (`park` / `parked`) until the batch is stored.
+    """
+
+    key: str
     emails_in_batch: int
     emails_fetched: int
-    emails_stored: int
-    emails_enriched: int
-    parse_errors: int  # messages stored with at least one parse error
-    tag_counts: dict[str, int] = Field(default_factory=dict)
-    progress: ProgressPoint
+    already_enriched: int
     window: SyncWindow | None = None
+    cursor_after: BackfillCursor | None = None
+    list_calls: int = 0
+    fetch_seconds: float = 0.0
+    # what storing it did (`SyncSession.store_batch` / `finish_batch` fill these in), and the counts after it
+    stored: bool = False
+    emails_stored: int = 0
+    emails_enriched: int = 0
+    parse_errors: int = 0  # messages stored with at least one parse error
+    tag_counts: dict[str, int] = Field(default_factory=dict)
+    progress: ProgressPoint | None = None
     parse_seconds: float = 0.0
     enrich_seconds: float = 0.0
     # email writes (on the background writer, overlapping enrichment) + checkpoint + lease + progress write
     store_seconds: float = 0.0
-    # the time the batch took end to end, which the overlap makes less than parse + enrich + store
+    # the time storing took end to end, which the overlap makes less than parse + enrich + store
     wall_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, key: str, fetched: FetchedBatch) -> Batch:
+        return cls(
+            key=key,
+            emails_in_batch=len(fetched.ids),
+            emails_fetched=len(fetched.messages),
+            already_enriched=fetched.already_enriched,
+            window=fetched.window,
+            cursor_after=fetched.cursor_after,
+            list_calls=fetched.list_calls,
+            fetch_seconds=fetched.fetch_seconds,
+        )
 
 
 class SyncSession:
@@ -132,7 +158,7 @@ class SyncSession:
 
     # ------------------------------------------------------------------------------------ store
 
-    def store_batch(self, fetched: FetchedBatch, before: ProgressPoint) -> BatchOutcome:
+    def store_batch(self, batch: Batch, fetched: FetchedBatch, before: ProgressPoint) -> Batch:
         """Parse, enrich and store one fetched batch (progress and checkpoint follow in `finish_batch`).
 
         Chunk by chunk: while the background writer stores one chunk, the next is enriched.
@@ -153,24 +179,24 @@ class SyncSession:
         percent = monotone_percent(
             before.percent, percent_complete(processed, before.total_estimate, batches)
         )
-        return BatchOutcome(
-            emails_in_batch=len(fetched.ids),
-            emails_fetched=len(fetched.messages),
-            emails_stored=stored,
-            emails_enriched=len(records),
-            parse_errors=sum(1 for record in records if record.parse_errors),
-            tag_counts=dict(tag_counts),
-            progress=ProgressPoint(
-                emails_processed=processed,
-                batches=batches,
-                total_estimate=before.total_estimate,
-                percent=percent,
-            ),
-            window=fetched.window,
-            parse_seconds=parsed_at - started,
-            enrich_seconds=enriched_at - parsed_at,
-            store_seconds=writer.busy_seconds,
-            wall_seconds=time.perf_counter() - started,
+        return batch.model_copy(
+            update=dict(
+                stored=True,
+                emails_stored=stored,
+                emails_enriched=len(records),
+                parse_errors=sum(1 for record in records if record.parse_errors),
+                tag_counts=dict(tag_counts),
+                progress=ProgressPoint(
+                    emails_processed=processed,
+                    batches=batches,
+                    total_estimate=before.total_estimate,
+                    percent=percent,
+                ),
+                parse_seconds=parsed_at - started,
+                enrich_seconds=enriched_at - parsed_at,
+                store_seconds=writer.busy_seconds,
+                wall_seconds=time.perf_counter() - started,
+            )
         )
 
     def _enrich(self, records: list[EmailRecord]) -> Counter[str]:
@@ -205,18 +231,19 @@ class SyncSession:
 
     # ------------------------------------------------------------------------------------ after storing
 
-    def finish_batch(self, outcome: BatchOutcome, cursor_after: BackfillCursor | None) -> BatchOutcome:
+    def finish_batch(self, batch: Batch, cursor_after: BackfillCursor | None) -> Batch:
         """Report progress, then checkpoint: save where the backfill resumes (when `cursor_after` is
         given) and renew the lease. Fails with LeaseHeldError when another sync took the lease over."""
         started = time.perf_counter()
-        point = outcome.progress
+        point = batch.progress
+        assert point is not None, "finish_batch follows store_batch"
         self.progress.update(
             self.sync_id,
             point.percent,
             emails_processed=point.emails_processed,
             emails_total_estimate=point.total_estimate,
             batches=point.batches,
-            current_window=outcome.window,
+            current_window=batch.window,
         )
         cursor = (
             None
@@ -230,9 +257,9 @@ class SyncSession:
         ):
             self._lost_lease()
         finished = time.perf_counter() - started
-        outcome.store_seconds += finished
-        outcome.wall_seconds += finished
-        return outcome
+        batch.store_seconds += finished
+        batch.wall_seconds += finished
+        return batch
 
     def _lost_lease(self) -> None:
         active = self.sync_state.get(self.provider_user_id).active_sync_id

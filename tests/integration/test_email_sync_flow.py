@@ -378,6 +378,9 @@ def test_twenty_simultaneous_triggers_for_one_user_run_exactly_one_sync_and_skip
     assert len(docs) == 20 and all(doc.status is SyncStatus.COMPLETED for doc in docs)
     [real] = [doc for doc in docs if not (doc.details.model_extra or {}).get("skipped")]
     assert real.syncId == winner.sync_id
+    skipped_details = [doc.details.model_extra or {} for doc in docs if doc.syncId != real.syncId]
+    assert all(extra.get("skipReason") == "already_syncing" for extra in skipped_details)
+    assert all(extra.get("activeSyncId") == winner.sync_id for extra in skipped_details)
     skipped_line = f"skipped: sync {winner.sync_id} already running for {account.provider_user_id}"
     assert sum(skipped_line in message for message in flow_run_log.messages) == 19
 

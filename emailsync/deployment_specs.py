@@ -1,0 +1,62 @@
+"""The two Prefect deployments of emailsync, defined once: names, entrypoints, tags, parameters,
+schedule and concurrency. `prefect.yaml` (production, `prefect deploy --all`) and `emailsync serve`
+(`deployments/serve.py`) both follow this table; `tests/unit/test_deployment_specs.py` fails when
+prefect.yaml drifts from it. Plain data: flows/ and deployments/ import it, it imports neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    flow_name: str
+    name: str
+    entrypoint: str
+    description: str
+    tags: tuple[str, ...]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    cron: str | None = None
+    concurrency_limit: int | None = None
+    version: str = "0.1.0"
+
+    @property
+    def full_name(self) -> str:
+        """`flow/deployment`, as `run_deployment` and `prefect deployment run` take it."""
+        return f"{self.flow_name}/{self.name}"
+
+
+EMAIL_SYNC = DeploymentSpec(
+    flow_name="email-sync",
+    name="email-sync",
+    entrypoint="flows/email_sync.py:email_sync",
+    description=(
+        "Sync one provider user's Gmail: backfill on first connect, incremental (history.list) "
+        'afterwards. Started by the Gmail-connect watcher (trigger "connect"), by periodic-email-sync '
+        '(trigger "schedule") or by `emailsync sync` (trigger "manual").'
+    ),
+    tags=("emailsync", "gmail"),
+    # Only provider_user_id is required; the watcher passes trigger and sync_id (its pending doc).
+    parameters={"trigger": "manual"},
+)
+
+PERIODIC_EMAIL_SYNC = DeploymentSpec(
+    flow_name="periodic-email-sync",
+    name="periodic-email-sync",
+    entrypoint="flows/periodic_sync.py:periodic_email_sync",
+    description=(
+        "Hourly fan-out: one run of email-sync/email-sync per provider user with Gmail active. "
+        "An idle mailbox costs one history.list call."
+    ),
+    tags=("emailsync", "schedule"),
+    parameters={"max_concurrency": 4, "deployment_name": EMAIL_SYNC.full_name},
+    cron="0 * * * *",
+    # One fan-out at a time: a slow hour must not stack a second fan-out on top of it.
+    concurrency_limit=1,
+)
+
+DEPLOYMENTS: tuple[DeploymentSpec, ...] = (EMAIL_SYNC, PERIODIC_EMAIL_SYNC)
+
+EMAIL_SYNC_DEPLOYMENT = EMAIL_SYNC.full_name

@@ -1,0 +1,198 @@
+"""What a sync walks: `BackfillPlan` (weekly windows newest first, resumed from the checkpoint) or
+`IncrementalPlan` (the ids Gmail's history added since `lastHistoryId`).
+
+A plan answers four questions: the first batch to fetch, the batch after a fetched one, the checkpoint to
+save once a batch is stored, and what to record when the sync is done. `choose_plan` is the one place
+where the mode is decided: incremental when a finished backfill left a historyId, backfill otherwise,
+and a full backfill again when that history has expired.
+
+Plain Python: the Gmail calls come through `PlanningCalls`, which the orchestration implements with its
+retried tasks (and tests with fakes).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import BaseModel, Field
+
+from emailsync.errors import HistoryExpiredError
+from emailsync.models import BackfillCursor, SyncMode
+from emailsync.sync.windows import lookback_bound
+
+if TYPE_CHECKING:
+    from emailsync.gmail.client import GmailProfile, HistoryChanges
+    from emailsync.sync.pipeline import Batch
+    from emailsync.sync.run import SyncRun
+
+
+class BatchRequest(BaseModel):
+    """What `fetch_email_batch` fetches: the backfill walk from `cursor`, or the given `ids`."""
+
+    batch_size: int
+    cursor: BackfillCursor | None = None
+    bound: datetime | None = None
+    ids: list[str] = Field(default_factory=list)
+
+
+class Completion(BaseModel):
+    """The cursors a finished sync leaves for the next one."""
+
+    history_id: str
+    backfill_completed: bool
+
+
+class PlanningCalls(Protocol):
+    """The Gmail questions a plan is chosen with (and the enricher warm-up it may start)."""
+
+    def list_history(self, start_history_id: str) -> HistoryChanges: ...
+
+    def read_profile(self) -> GmailProfile: ...
+
+    def estimate_messages_since(self, bound: datetime) -> int: ...
+
+    def find_backfill_start(
+        self, now: datetime, bound: datetime | None, start_history_id: str
+    ) -> BackfillCursor | None: ...
+
+    def warm_up_enricher(self) -> None: ...
+
+
+class SyncPlan:
+    """The walk of one sync; subclasses say how it goes on."""
+
+    mode: SyncMode
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+
+    def first_request(self) -> BatchRequest | None:
+        raise NotImplementedError
+
+    def request_after(self, batch: Batch) -> BatchRequest | None:
+        raise NotImplementedError
+
+    def checkpoint_after(self, batch: Batch) -> BackfillCursor | None:
+        """The backfill cursor saved (with the lease renewal) once `batch` is stored; None: none."""
+        return None
+
+    def completion(self) -> Completion:
+        raise NotImplementedError
+
+
+class IncrementalPlan(SyncPlan):
+    """The ids history added, in batches; history moves on to `history_id` at the end."""
+
+    mode = SyncMode.INCREMENTAL
+
+    def __init__(self, added_ids: list[str], history_id: str, *, batch_size: int) -> None:
+        super().__init__(batch_size)
+        self.history_id = history_id
+        self._chunks = [added_ids[i : i + batch_size] for i in range(0, len(added_ids), batch_size)]
+        self._next = 0
+
+    def _take(self) -> BatchRequest | None:
+        if self._next >= len(self._chunks):
+            return None
+        chunk = self._chunks[self._next]
+        self._next += 1
+        return BatchRequest(batch_size=self.batch_size, ids=chunk)
+
+    def first_request(self) -> BatchRequest | None:
+        return self._take()
+
+    def request_after(self, batch: Batch) -> BatchRequest | None:
+        return self._take()
+
+    def completion(self) -> Completion:
+        return Completion(history_id=self.history_id, backfill_completed=False)
+
+
+class BackfillPlan(SyncPlan):
+    """The walk from `cursor` (None: nothing to back-fill) down to `bound`; the next incremental sync
+    starts at `start_history_id`, the historyId of the moment the backfill began."""
+
+    mode = SyncMode.BACKFILL
+
+    def __init__(
+        self,
+        cursor: BackfillCursor | None,
+        *,
+        bound: datetime | None,
+        start_history_id: str,
+        batch_size: int,
+    ) -> None:
+        super().__init__(batch_size)
+        self.cursor = cursor
+        self.bound = bound
+        self.start_history_id = start_history_id
+
+    def _request(self, cursor: BackfillCursor | None) -> BatchRequest | None:
+        if cursor is None:
+            return None
+        return BatchRequest(batch_size=self.batch_size, cursor=cursor, bound=self.bound)
+
+    def first_request(self) -> BatchRequest | None:
+        return self._request(self.cursor)
+
+    def request_after(self, batch: Batch) -> BatchRequest | None:
+        # The walk goes on from where the previous batch's listing ended, known as soon as it is fetched.
+        return self._request(batch.cursor_after)
+
+    def checkpoint_after(self, batch: Batch) -> BackfillCursor | None:
+        return batch.cursor_after
+
+    def completion(self) -> Completion:
+        return Completion(history_id=self.start_history_id, backfill_completed=True)
+
+
+def choose_plan(
+    run: SyncRun,
+    calls: PlanningCalls,
+    *,
+    lookback_weeks: int | None,
+    batch_size: int,
+    now: datetime | None = None,
+) -> SyncPlan:
+    """Incremental, backfill, or backfill after expired history; moves the run to in_progress."""
+    state = run.state
+    if state is not None and state.backfill_completed and state.last_history_id:
+        try:
+            changes = calls.list_history(state.last_history_id)
+        except HistoryExpiredError as exc:
+            run.logger.warning("history of %s expired (%s): one full backfill", run.provider_user_id, exc)
+            run.summary.fell_back_to_backfill = True
+        else:
+            run.start(SyncMode.INCREMENTAL, len(changes.added_ids))
+            if changes.added_ids:  # an idle user costs one history call, not a model load
+                calls.warm_up_enricher()
+            return IncrementalPlan(changes.added_ids, changes.history_id, batch_size=batch_size)
+    calls.warm_up_enricher()  # loads the model while the first batch downloads
+    return _backfill_plan(run, calls, lookback_weeks=lookback_weeks, batch_size=batch_size, now=now)
+
+
+def _backfill_plan(
+    run: SyncRun,
+    calls: PlanningCalls,
+    *,
+    lookback_weeks: int | None,
+    batch_size: int,
+    now: datetime | None,
+) -> BackfillPlan:
+    now = now or datetime.now(UTC)
+    bound = lookback_bound(now, lookback_weeks)
+    profile = calls.read_profile()
+    # A checkpoint exists only when a backfill was interrupted (completion clears it): resume from it.
+    cursor = run.state.backfill_cursor if run.state is not None else None
+    run.summary.mode, run.summary.resumed = SyncMode.BACKFILL, cursor is not None
+    # Messages arriving while we walk are newer than the walk's start: the next incremental sync takes
+    # them from the historyId of the moment the backfill began (kept in the cursor across resumes).
+    start_history_id = (cursor.start_history_id if cursor else None) or profile.history_id
+    total = calls.estimate_messages_since(bound) if bound is not None else profile.messages_total
+    run.start(SyncMode.BACKFILL, total)
+    if cursor is None:
+        cursor = calls.find_backfill_start(now, bound, start_history_id)
+    else:
+        run.resume_counts(cursor.emails_processed, cursor.batches)
+    return BackfillPlan(cursor, bound=bound, start_history_id=start_history_id, batch_size=batch_size)

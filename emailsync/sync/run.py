@@ -1,0 +1,268 @@
+"""`SyncRun`: one sync of one provider user, from its pending document to its final one.
+
+It holds the sync id, the target user, the summary the flow returns, the per-user lease (acquire, take
+over an expired one and mark the dead sync's document, release), the progress transitions
+(pending → in_progress → completed | failed) and the fetched batches waiting to be stored. `describe_error`
+is the one function that turns an exception into the human-readable `syncProgress.error`.
+
+Plain Python (no Prefect): the orchestration passes its logger and its progress view in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel
+
+from emailsync.errors import describe_error
+from emailsync.models import SyncMode, SyncState, SyncTrigger
+from emailsync.sync.pipeline import Batch, FetchedBatch, ProgressPoint
+from emailsync.sync.summary import SyncSummary
+
+if TYPE_CHECKING:
+    from emailsync.firestore.progress import ProgressWriter
+    from emailsync.firestore.repositories import SyncStateRepository
+    from emailsync.sync.pipeline import SyncSession
+
+__all__ = ["LeaseAttempt", "ProgressView", "SyncRun", "describe_error"]
+
+SKIP_REASON_ALREADY_SYNCING = "already_syncing"
+
+
+class ProgressView(Protocol):
+    """A second view of the progress besides the `syncProgress` document (Prefect's artifacts)."""
+
+    def start(self) -> None: ...
+
+    def show(self, percent: int) -> None: ...
+
+    def finish(self, summary: SyncSummary) -> None: ...
+
+
+class _NoView:
+    def start(self) -> None:
+        pass
+
+    def show(self, percent: int) -> None:
+        pass
+
+    def finish(self, summary: SyncSummary) -> None:
+        pass
+
+
+class LeaseAttempt(BaseModel):
+    acquired: bool
+    state: SyncState  # after the attempt: who holds the lease, and the cursors this sync starts from
+    taken_over_from: str | None = None  # the sync whose expired lease this one took over
+
+
+class SyncRun:
+    """Everything one sync knows about itself. A plain object on purpose: Prefect neither hashes it
+    (tasks use NO_CACHE) nor walks into it when it is a task parameter."""
+
+    def __init__(
+        self,
+        *,
+        sync_id: str,
+        provider_user_id: str,
+        trigger: SyncTrigger,
+        app_user_id: str,
+        family_id: str | None,
+        progress: ProgressWriter,
+        sync_state: SyncStateRepository,
+        lease_timeout_seconds: float,
+        flow_run_id: str | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        view: ProgressView | None = None,
+    ) -> None:
+        self.sync_id = sync_id
+        self.provider_user_id = provider_user_id
+        self.trigger = trigger
+        self.app_user_id = app_user_id
+        self.family_id = family_id
+        self.progress = progress
+        self.sync_state = sync_state
+        self.lease_timeout_seconds = lease_timeout_seconds
+        self.flow_run_id = flow_run_id
+        self.logger = logger or logging.getLogger(__name__)
+        self.view: ProgressView = view or _NoView()
+        self.summary = SyncSummary(
+            sync_id=sync_id, provider_user_id=provider_user_id, trigger=trigger, flow_run_id=flow_run_id
+        )
+        self.state: SyncState | None = None  # the sync state once the lease is ours
+        self.skipped = False
+        self.percent = 0
+        self.last_batch_seconds = 0.0  # domain time of the batch stored last (for the overhead figure)
+        self.session: SyncSession | None = None
+        self._connect: Callable[[], SyncSession] | None = None
+        self._parked: dict[str, FetchedBatch] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ lease
+
+    def create_pending(self) -> None:
+        self.progress.create_pending(
+            self.sync_id, self.app_user_id, self.family_id, self.provider_user_id, self.trigger
+        )
+
+    def acquire_lease(self, owner: str) -> LeaseAttempt:
+        """Take the per-user lease (free, expired, or already ours); the state tells who holds it else."""
+        repository = self.sync_state
+        previous = repository.get(self.provider_user_id).active_sync_id
+        acquired = repository.acquire_lease(
+            self.provider_user_id, self.sync_id, owner, self.lease_timeout_seconds
+        )
+        taken_over = previous if acquired and previous not in (None, self.sync_id) else None
+        return LeaseAttempt(
+            acquired=acquired, state=repository.get(self.provider_user_id), taken_over_from=taken_over
+        )
+
+    def hold(self, attempt: LeaseAttempt) -> None:
+        """Act on a lease attempt: skip when another sync holds the lease, else keep the state and say
+        that the dead sync whose lease was taken over was interrupted."""
+        if not attempt.acquired:
+            active = attempt.state.active_sync_id
+            self.logger.info("skipped: sync %s already running for %s", active, self.provider_user_id)
+            self.progress.complete(
+                self.sync_id,
+                skipped=True,
+                skip_reason=SKIP_REASON_ALREADY_SYNCING,
+                active_sync_id=active,
+                flow_run_id=self.flow_run_id,
+            )
+            self.skipped = True
+            self.summary.skipped, self.summary.active_sync_id = True, active
+            return
+        self.state = attempt.state
+        if attempt.taken_over_from:
+            # Its worker died (or hung) without finishing its progress document: say so instead of leaving
+            # it "in progress" forever; this sync resumes the work from the checkpoint. In the background,
+            # as a worker killed inside a progress write can leave that document locked for a while.
+            dead = attempt.taken_over_from
+            self.logger.warning("sync %s took over the expired lease of sync %s", self.sync_id, dead)
+            threading.Thread(
+                target=self._mark_interrupted, args=(dead,), name=f"mark-interrupted-{dead}", daemon=True
+            ).start()
+
+    def _mark_interrupted(self, interrupted_sync_id: str) -> None:
+        try:
+            self.progress.fail(
+                interrupted_sync_id,
+                f"the sync was interrupted (its worker stopped); sync {self.sync_id} resumed it",
+                resumed_by=self.sync_id,
+            )
+        except Exception as exc:  # already finished, or still locked by the dead worker
+            logging.getLogger(__name__).info("sync %s not marked interrupted: %s", interrupted_sync_id, exc)
+
+    def release_lease(self) -> None:
+        try:
+            self.sync_state.release_lease(self.provider_user_id, self.sync_id)
+        except Exception as exc:  # the lease then expires on its own after lease_timeout_seconds
+            self.logger.warning("could not release the lease of sync %s: %s", self.sync_id, exc)
+
+    # ------------------------------------------------------------------------------------ progress
+
+    def fail(self, exc: BaseException | str, **details: Any) -> None:
+        """Record the failure; a progress document already finished (or missing) must not hide the cause."""
+        cause = exc if isinstance(exc, str) else describe_error(exc)
+        try:
+            self.progress.fail(self.sync_id, cause, **details)
+        except Exception as write_error:
+            self.logger.warning("could not mark sync %s failed: %s", self.sync_id, write_error)
+
+    def start(self, mode: SyncMode, total_estimate: int | None) -> None:
+        """pending → in_progress, in the mode the plan chose."""
+        self.summary.mode = mode
+        self.summary.emails_total_estimate = total_estimate
+        self.progress.start(self.sync_id, mode, self.flow_run_id, total_estimate)
+        self.view.start()
+
+    def connect_with(self, connect: Callable[[], SyncSession]) -> None:
+        """How the session (Gmail client, repositories, enricher) is made once `reported()` is entered."""
+        self._connect = connect
+
+    @contextlib.contextmanager
+    def reported(self) -> Iterator[SyncRun]:
+        """The sync's body: completed document when it ends, failed document (with `describe_error`) when
+        it raises; the lease is released and parked batches dropped either way."""
+        started = time.perf_counter()
+        try:
+            if self.session is None and self._connect is not None:
+                self.session = self._connect()
+            yield self
+            summary = self.summary
+            summary.timings.wall_seconds = time.perf_counter() - started
+            self.progress.complete(self.sync_id, trigger=self.trigger, **summary.progress_details())
+            self.view.finish(summary)
+            self.logger.info(
+                "sync %s (%s) of %s completed: %d emails processed, %d stored, %d batches in %.1fs",
+                self.sync_id,
+                summary.mode.value if summary.mode else "?",
+                self.provider_user_id,
+                summary.emails_processed,
+                summary.emails_stored,
+                summary.batches,
+                summary.timings.wall_seconds,
+            )
+        except BaseException as exc:
+            cause = describe_error(exc)
+            self.logger.error("sync %s of %s failed: %s", self.sync_id, self.provider_user_id, cause)
+            self.fail(cause, **self.summary.progress_details())
+            raise
+        finally:
+            with self._lock:
+                self._parked.clear()
+            self.release_lease()
+
+    # ------------------------------------------------------------------------------------ batches
+
+    def resume_counts(self, emails_processed: int, batches: int) -> None:
+        self.summary.emails_processed, self.summary.batches = emails_processed, batches
+
+    def progress_point(self) -> ProgressPoint:
+        """The counts before the next batch, which its progress and checkpoint are computed from."""
+        return ProgressPoint(
+            emails_processed=self.summary.emails_processed,
+            batches=self.summary.batches,
+            total_estimate=self.summary.emails_total_estimate,
+            percent=self.percent,
+        )
+
+    def park(self, fetched: FetchedBatch) -> Batch:
+        """Keep a downloaded batch until it is stored; what travels through Prefect is the handle."""
+        key = uuid.uuid4().hex
+        with self._lock:
+            self._parked[key] = fetched
+        return Batch.of(key, fetched)
+
+    def parked(self, handle: Batch) -> FetchedBatch:
+        with self._lock:
+            return self._parked[handle.key]
+
+    def record(self, batch: Batch) -> None:
+        """Fold a stored batch into the summary and drop its messages."""
+        assert batch.progress is not None, "only a stored batch is recorded"
+        with self._lock:
+            self._parked.pop(batch.key, None)
+        summary = self.summary
+        self.percent = batch.progress.percent
+        self.last_batch_seconds = batch.wall_seconds
+        summary.emails_processed = batch.progress.emails_processed
+        summary.batches = batch.progress.batches
+        summary.emails_fetched += batch.emails_fetched
+        summary.emails_stored += batch.emails_stored
+        summary.emails_enriched += batch.emails_enriched
+        summary.parse_errors += batch.parse_errors
+        summary.current_window = batch.window or summary.current_window
+        summary.add_tags(batch.tag_counts)
+        timings = summary.timings
+        timings.fetch_seconds += batch.fetch_seconds
+        timings.parse_seconds += batch.parse_seconds
+        timings.enrich_seconds += batch.enrich_seconds
+        timings.store_seconds += batch.store_seconds

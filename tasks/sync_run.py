@@ -1,0 +1,110 @@
+"""Opening and finishing a `SyncRun` inside the `email_sync` flow (the Prefect side of it).
+
+`open_sync_run`: tag the flow run, resolve the user (a retried task), create the pending document, take
+the lease (a retried task) and say how the run's session is made. `finish_sync`: record the cursors the
+plan leaves for the next sync.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+
+from emailsync.config import get_settings
+from emailsync.enrichment import get_enricher
+from emailsync.firestore.progress import get_progress_writer
+from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+from emailsync.gmail.client import GmailClient
+from emailsync.models import SyncTrigger
+from emailsync.sync.ids import new_sync_id
+from emailsync.sync.pipeline import SyncSession
+from emailsync.sync.plan import SyncPlan
+from emailsync.sync.run import SyncRun
+from tasks.progress import ProgressArtifacts
+from tasks.storage import acquire_sync_lease, record_sync_cursors, resolve_provider_user
+
+# Prefect 3's @flow takes no tags: every run tags itself (the trigger is only known per run).
+FLOW_RUN_TAGS = ("emailsync", "gmail")
+
+
+def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> SyncRun:
+    """The run of this flow: user resolved, pending document written, lease taken (or `run.skipped`)."""
+    logger = get_run_logger()
+    settings = get_settings()
+    trigger_value = SyncTrigger(trigger)
+    flow_run_id = tag_flow_run(*FLOW_RUN_TAGS, f"trigger:{trigger_value.value}")
+    progress = get_progress_writer()
+    try:
+        target = resolve_provider_user(provider_user_id)
+    except Exception as exc:
+        if sync_id is not None:  # the watcher created a pending document: it must not stay pending
+            try:
+                progress.fail(sync_id, f"could not start the sync: {exc}")
+            except Exception as write_error:
+                logger.warning("could not mark sync %s failed: %s", sync_id, write_error)
+        raise
+    sync_id = sync_id or new_sync_id(provider_user_id, trigger_value)
+    run = SyncRun(
+        sync_id=sync_id,
+        provider_user_id=provider_user_id,
+        trigger=trigger_value,
+        app_user_id=target.user.app_user_id,
+        family_id=target.user.family_id,
+        progress=progress,
+        sync_state=SyncStateRepository(),
+        lease_timeout_seconds=settings.lease_timeout_seconds,
+        flow_run_id=flow_run_id,
+        logger=logger,
+        view=ProgressArtifacts(provider_user_id, sync_id),
+    )
+    run.create_pending()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{flow_run_id or 'no-flow-run'}"
+    try:
+        attempt = acquire_sync_lease(run, owner)
+    except Exception as exc:
+        run.fail(exc)
+        raise
+    run.hold(attempt)
+    run.connect_with(
+        lambda: SyncSession(
+            sync_id=sync_id,
+            provider_user_id=provider_user_id,
+            app_user_id=target.user.app_user_id,
+            family_id=target.user.family_id,
+            gmail=GmailClient(target.credentials, settings),
+            emails=EmailRepository(),
+            sync_state=run.sync_state,
+            progress=progress,
+            enricher=get_enricher(settings),
+            lease_timeout_seconds=settings.lease_timeout_seconds,
+        )
+    )
+    return run
+
+
+def finish_sync(run: SyncRun, plan: SyncPlan) -> None:
+    """Where the next sync starts: a finished backfill clears its cursor; either way history moves on."""
+    completion = plan.completion()
+    record_sync_cursors(
+        run.provider_user_id,
+        history_id=completion.history_id,
+        backfill_completed=completion.backfill_completed,
+    )
+
+
+def tag_flow_run(*tags: str) -> str | None:
+    """Add `tags` to this flow run; returns the flow run id."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    flow_run = context.flow_run
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, tags=sorted({*flow_run.tags, *tags}))
+    except Exception as exc:  # a missing tag must not stop a sync
+        get_run_logger().warning("could not tag flow run %s: %s", flow_run.id, exc)
+    return str(flow_run.id)

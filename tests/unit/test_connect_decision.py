@@ -1,0 +1,98 @@
+"""The watcher's connect decision, without Firestore: which providerUsers change starts a sync."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from deployments.connect_decision import decide_connect
+from emailsync.models import SyncProgress, SyncState
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+STALE = timedelta(minutes=10)
+
+
+def pending_doc(age: timedelta) -> SyncProgress:
+    return SyncProgress(
+        syncId="sync-p",
+        appUserId="app",
+        familyId=None,
+        providerUserId="pu",
+        type="email",
+        status="pending",
+        progress=0,
+        error=None,
+        startedAt=NOW - age,
+        updatedAt=NOW - age,
+        details={},
+    )
+
+
+def decide(
+    kind="ADDED", *, state=None, pending=(), handled=None, catch_up=False, after_gap=False, reads=None
+):
+    reads = [] if reads is None else reads
+
+    def read_state():
+        reads.append("state")
+        return state or SyncState()
+
+    def read_pending():
+        reads.append("pending")
+        return list(pending)
+
+    return decide_connect(
+        kind,
+        connect_key="k1",
+        handled_key=handled,
+        catch_up=catch_up,
+        after_gap=after_gap,
+        state=read_state,
+        pending=read_pending,
+        now=NOW,
+        stale_pending_after=STALE,
+    )
+
+
+def test_a_live_connect_starts_a_sync_without_reading_anything():
+    reads: list[str] = []
+    decision = decide(reads=reads)
+    assert (decision.action, decision.reason) == ("start", "Gmail connected") and reads == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "handled", "action", "reason"),
+    [
+        ("REMOVED", None, "disconnected", "Gmail disconnected; a reconnect starts a new sync"),
+        ("MODIFIED", None, "skip", "update of an already connected user, not a connect"),
+        ("ADDED", "k1", "skip", "this connect was already handled (re-delivered event)"),
+    ],
+)
+def test_disconnects_updates_and_redelivered_connects_start_nothing(kind, handled, action, reason):
+    decision = decide(kind, handled=handled)
+    assert (decision.action, decision.reason) == (action, reason)
+
+
+def test_catch_up_skips_a_user_whose_backfill_is_complete_without_reading_pending_docs():
+    reads: list[str] = []
+    decision = decide(state=SyncState(backfill_completed=True), catch_up=True, reads=reads)
+    assert decision.action == "skip" and "backfill already completed" in decision.reason
+    assert reads == ["state"]
+
+
+def test_catch_up_skips_a_live_lease_or_a_recent_pending_doc_but_not_a_stale_one():
+    live = SyncState(active_sync_id="sync-a", lease_expires_at=NOW + timedelta(minutes=1))
+    assert decide(state=live, catch_up=True).reason == "sync sync-a holds a live lease"
+    recent = decide(pending=[pending_doc(timedelta(minutes=1))], catch_up=True)
+    assert (recent.action, recent.reason) == ("skip", "sync sync-p is pending")
+    stale = decide(pending=[pending_doc(timedelta(hours=1))], catch_up=True)
+    assert (stale.action, stale.reason) == (
+        "start",
+        "catch-up: connected, no completed backfill, no live sync",
+    )
+
+
+def test_after_a_stream_gap_a_completed_backfill_does_not_stop_a_reconnect():
+    decision = decide(state=SyncState(backfill_completed=True), catch_up=True, after_gap=True)
+    assert (decision.action, decision.reason) == ("start", "connected while the listener was re-subscribing")

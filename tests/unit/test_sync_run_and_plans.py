@@ -1,0 +1,277 @@
+"""`SyncRun` (lease, progress transitions, the readable error) and the two plans, with small fakes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from emailsync.errors import (
+    AuthorizationRevokedError,
+    HistoryExpiredError,
+    LeaseHeldError,
+    RetriableError,
+    describe_error,
+)
+from emailsync.gmail.client import GmailProfile, HistoryChanges
+from emailsync.models import BackfillCursor, SyncMode, SyncState, SyncTrigger, SyncWindow
+from emailsync.sync.pipeline import Batch, FetchedBatch, ProgressPoint
+from emailsync.sync.plan import BackfillPlan, IncrementalPlan, choose_plan
+from emailsync.sync.run import SyncRun
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+WINDOW = SyncWindow(start=NOW - timedelta(weeks=1), end=NOW)
+
+
+class FakeProgress:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def create_pending(self, sync_id: str, *args: Any) -> None:
+        self.calls.append(("pending", sync_id))
+
+    def start(self, sync_id: str, mode: SyncMode, flow_run_id: str | None, total: int | None) -> None:
+        self.calls.append(("start", sync_id, mode, total))
+
+    def complete(self, sync_id: str, **details: Any) -> None:
+        self.calls.append(("complete", sync_id, details))
+
+    def fail(self, sync_id: str, error: str, **details: Any) -> None:
+        self.calls.append(("fail", sync_id, error, details))
+
+
+class FakeSyncState:
+    """One user's syncState: the lease is free, held by `holder`, or (expired) taken over."""
+
+    def __init__(self, state: SyncState | None = None, *, lease_free: bool = True) -> None:
+        self.state = state or SyncState()
+        self.lease_free = lease_free
+        self.released: list[str] = []
+
+    def get(self, provider_user_id: str) -> SyncState:
+        return self.state
+
+    def acquire_lease(self, provider_user_id: str, sync_id: str, owner: str, timeout: float) -> bool:
+        if not self.lease_free:
+            return False
+        self.state = self.state.model_copy(update={"active_sync_id": sync_id, "lease_owner": owner})
+        return True
+
+    def release_lease(self, provider_user_id: str, sync_id: str) -> bool:
+        self.released.append(sync_id)
+        return True
+
+
+def make_run(sync_state: FakeSyncState | None = None) -> tuple[SyncRun, FakeProgress, FakeSyncState]:
+    progress, sync_state = FakeProgress(), sync_state or FakeSyncState()
+    run = SyncRun(
+        sync_id="sync-b",
+        provider_user_id="pu-1",
+        trigger=SyncTrigger.CONNECT,
+        app_user_id="app-1",
+        family_id=None,
+        progress=progress,  # type: ignore[arg-type]
+        sync_state=sync_state,  # type: ignore[arg-type]
+        lease_timeout_seconds=300,
+    )
+    return run, progress, sync_state
+
+
+def held(run: SyncRun) -> SyncRun:
+    run.hold(run.acquire_lease("worker"))
+    return run
+
+
+# ------------------------------------------------------------------------------------------ SyncRun
+
+
+def test_a_free_lease_is_taken_and_released_when_the_run_ends():
+    run, progress, sync_state = make_run()
+    held(run)
+    assert not run.skipped and run.state is not None and run.state.active_sync_id == "sync-b"
+    with run.reported():
+        pass
+    assert sync_state.released == ["sync-b"]
+    assert progress.calls[-1][0] == "complete" and progress.calls[-1][2]["trigger"] is SyncTrigger.CONNECT
+
+
+def test_a_lease_held_by_another_sync_skips_the_trigger_and_says_why():
+    run, progress, _ = make_run(FakeSyncState(SyncState(active_sync_id="sync-a"), lease_free=False))
+    held(run)
+    assert run.skipped and run.summary.skipped and run.summary.active_sync_id == "sync-a"
+    [(kind, sync_id, details)] = progress.calls
+    assert (kind, sync_id) == ("complete", "sync-b")
+    assert details["skipped"] is True and details["active_sync_id"] == "sync-a"
+    assert details["skip_reason"] == "already_syncing"
+
+
+def test_taking_over_an_expired_lease_marks_the_dead_sync_interrupted():
+    run, progress, _ = make_run(FakeSyncState(SyncState(active_sync_id="sync-dead")))
+    attempt = run.acquire_lease("worker")
+    assert attempt.acquired and attempt.taken_over_from == "sync-dead"
+    run.hold(attempt)
+    deadline = time.monotonic() + 5
+    while not any(call[0] == "fail" for call in progress.calls) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [(_, sync_id, error, details)] = [call for call in progress.calls if call[0] == "fail"]
+    assert sync_id == "sync-dead" and "sync-b resumed it" in error and details == {"resumed_by": "sync-b"}
+
+
+def test_a_failing_run_writes_the_readable_cause_and_still_releases_the_lease():
+    run, progress, sync_state = make_run()
+    held(run)
+    with pytest.raises(AuthorizationRevokedError), run.reported():
+        raise AuthorizationRevokedError("invalid_grant")
+    [(_, _, error, details)] = [call for call in progress.calls if call[0] == "fail"]
+    assert error.startswith("Gmail authorization revoked") and "batches" in details
+    assert sync_state.released == ["sync-b"]
+
+
+def test_start_moves_the_run_to_in_progress_in_the_chosen_mode():
+    run, progress, _ = make_run()
+    run.start(SyncMode.BACKFILL, 42)
+    assert progress.calls == [("start", "sync-b", SyncMode.BACKFILL, 42)]
+    assert run.summary.mode is SyncMode.BACKFILL and run.summary.emails_total_estimate == 42
+
+
+def test_a_parked_batch_is_kept_until_recorded_and_counted_once():
+    run, _, _ = make_run()
+    handle = run.park(FetchedBatch(ids=["a", "b"], messages=["m"], already_enriched=1, window=WINDOW))
+    assert handle.emails_in_batch == 2 and handle.emails_fetched == 1
+    assert run.parked(handle).ids == ["a", "b"]
+    stored = handle.model_copy(
+        update={
+            "stored": True,
+            "emails_stored": 1,
+            "emails_enriched": 1,
+            "tag_counts": {"news": 1},
+            "progress": ProgressPoint(emails_processed=2, batches=1, percent=7),
+            "wall_seconds": 0.5,
+        }
+    )
+    run.record(stored)
+    assert (run.summary.emails_processed, run.summary.batches, run.percent) == (2, 1, 7)
+    assert run.summary.tag_counts == {"news": 1} and run.summary.current_window == WINDOW
+    assert run.progress_point().percent == 7
+    with pytest.raises(KeyError):
+        run.parked(handle)
+
+
+@pytest.mark.parametrize(
+    ("exc", "text"),
+    [
+        (AuthorizationRevokedError(), "Gmail authorization revoked: the user must reconnect Gmail"),
+        (LeaseHeldError("lost"), "another sync took over: lost"),
+        (RetriableError("503"), "Gmail or Firestore kept failing after retries: 503"),
+        (KeyboardInterrupt(), "the sync was interrupted"),
+        (ValueError("bad"), "ValueError: bad"),
+        (ValueError(), "ValueError"),
+    ],
+)
+def test_every_exception_becomes_one_readable_error(exc, text):
+    assert describe_error(exc) == text
+
+
+# ------------------------------------------------------------------------------------------ plans
+
+
+def cursor(**changes: Any) -> BackfillCursor:
+    return BackfillCursor(window_start=WINDOW.start, window_end=WINDOW.end, **changes)
+
+
+def handle(cursor_after: BackfillCursor | None = None) -> Batch:
+    return Batch(key="k", emails_in_batch=1, emails_fetched=1, already_enriched=0, cursor_after=cursor_after)
+
+
+class FakeCalls:
+    def __init__(self, history: HistoryChanges | Exception | None = None) -> None:
+        self.history = history
+        self.calls: list[str] = []
+
+    def list_history(self, start_history_id: str) -> HistoryChanges:
+        self.calls.append(f"history:{start_history_id}")
+        if isinstance(self.history, Exception):
+            raise self.history
+        assert self.history is not None
+        return self.history
+
+    def read_profile(self) -> GmailProfile:
+        self.calls.append("profile")
+        return GmailProfile(email_address="a@example.com", messages_total=250, history_id="900")
+
+    def estimate_messages_since(self, bound: datetime) -> int:
+        self.calls.append("estimate")
+        return 30
+
+    def find_backfill_start(
+        self, now: datetime, bound: datetime | None, start_history_id: str
+    ) -> BackfillCursor:
+        self.calls.append(f"start:{start_history_id}")
+        return cursor(start_history_id=start_history_id)
+
+    def warm_up_enricher(self) -> None:
+        self.calls.append("warm-up")
+
+
+def planned(state: SyncState, calls: FakeCalls, lookback_weeks: int | None = None):
+    run, progress, _ = make_run(FakeSyncState(state))
+    held(run)
+    plan = choose_plan(run, calls, lookback_weeks=lookback_weeks, batch_size=2, now=NOW)
+    return plan, run, progress
+
+
+def test_the_incremental_plan_batches_the_added_ids_and_moves_history_on():
+    changes = HistoryChanges(added_ids=["a", "b", "c"], history_id="1200")
+    plan, run, progress = planned(
+        SyncState(backfill_completed=True, last_history_id="1000"), FakeCalls(changes)
+    )
+    assert isinstance(plan, IncrementalPlan) and run.summary.mode is SyncMode.INCREMENTAL
+    assert progress.calls[-1] == ("start", "sync-b", SyncMode.INCREMENTAL, 3)
+    first = plan.first_request()
+    assert first is not None and first.ids == ["a", "b"]
+    second = plan.request_after(handle())
+    assert second is not None and second.ids == ["c"]
+    assert plan.request_after(handle()) is None
+    assert plan.checkpoint_after(handle(cursor())) is None
+    assert plan.completion().model_dump() == {"history_id": "1200", "backfill_completed": False}
+
+
+def test_an_idle_incremental_sync_costs_one_history_call_and_no_model_load():
+    calls = FakeCalls(HistoryChanges(added_ids=[], history_id="1000"))
+    plan, _, _ = planned(SyncState(backfill_completed=True, last_history_id="1000"), calls)
+    assert calls.calls == ["history:1000"] and plan.first_request() is None
+
+
+def test_a_fresh_backfill_walks_from_the_newest_week_and_follows_each_batch_cursor():
+    calls = FakeCalls()
+    plan, run, progress = planned(SyncState(), calls)
+    assert isinstance(plan, BackfillPlan) and not run.summary.resumed
+    assert calls.calls == ["warm-up", "profile", "start:900"]
+    assert progress.calls[-1] == ("start", "sync-b", SyncMode.BACKFILL, 250)
+    first = plan.first_request()
+    assert first is not None and first.cursor == cursor(start_history_id="900") and first.bound is None
+    after = cursor(page_token="p2")
+    assert plan.request_after(handle(after)).cursor == after  # type: ignore[union-attr]
+    assert plan.checkpoint_after(handle(after)) == after
+    assert plan.request_after(handle(None)) is None and plan.checkpoint_after(handle(None)) is None
+    assert plan.completion().model_dump() == {"history_id": "900", "backfill_completed": True}
+
+
+def test_an_interrupted_backfill_resumes_at_its_checkpoint_with_its_counts_and_start_history():
+    saved = cursor(page_token="p7", emails_processed=40, batches=4, start_history_id="500")
+    calls = FakeCalls()
+    plan, run, _ = planned(SyncState(backfill_cursor=saved), calls, lookback_weeks=4)
+    assert run.summary.resumed and (run.summary.emails_processed, run.summary.batches) == (40, 4)
+    assert calls.calls == ["warm-up", "profile", "estimate"]  # no new start: the checkpoint is it
+    first = plan.first_request()
+    assert first is not None and first.cursor == saved and first.bound is not None
+    assert plan.completion().history_id == "500"
+
+
+def test_expired_history_falls_back_to_one_full_backfill():
+    calls = FakeCalls(HistoryExpiredError("404"))
+    plan, run, _ = planned(SyncState(backfill_completed=True, last_history_id="1"), calls)
+    assert isinstance(plan, BackfillPlan) and run.summary.fell_back_to_backfill
+    assert run.summary.mode is SyncMode.BACKFILL
