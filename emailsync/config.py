@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     quota_costs: QuotaCosts = Field(default_factory=QuotaCosts)
     lease_timeout_seconds: float = Field(300.0, validation_alias=_env("EMAILSYNC_LEASE_TIMEOUT_SECONDS"))
     prefect_api_url: str | None = Field(None, validation_alias=_env("PREFECT_API_URL"))
-    local_backend: LocalBackend = Field(DEFAULT_LOCAL_BACKEND, validation_alias=_env("EMAILSYNC_LOCAL_BACKEND"))
+    local_backend: LocalBackend = Field(
+        DEFAULT_LOCAL_BACKEND, validation_alias=_env("EMAILSYNC_LOCAL_BACKEND")
+    )
     local_onnx_precision: Literal["fp32", "int8"] = Field(
         "fp32", validation_alias=_env("EMAILSYNC_ONNX_PRECISION")
     )
