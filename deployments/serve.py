@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from emailsync.config import PREFECT_OFFLINE_ENVIRONMENT
-from emailsync.firestore.emulator import free_port
+from emailsync.local.firestore_emulator import free_port
 
 PERIODIC_CRON = "0 * * * *"
 

@@ -16,9 +16,9 @@ from typing import Any
 from google.cloud import firestore
 from pydantic import BaseModel, ValidationError
 
-from emailsync.firestore.emulator import FirestoreEmulator
 from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import AppUserRepository, FamilyRepository
+from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.models import AppUser, Family, SyncWindow
 
 OWNER_ID = "app-user-1"
