@@ -20,7 +20,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from bench.bench_watcher import BENCH_PROJECT, local_stack, sample_raws
 from emailsync.firestore.client import get_firestore_client
-from emailsync.gmail.mailbox import Mailbox
+from emailsync.local.mailbox import Mailbox
 from emailsync.models import SyncProgress, SyncStatus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def _completed_schedule_syncs(client: Any) -> dict[str, SyncProgress]:
 
 def run() -> dict[str, Any]:
     from deployments.serve import PrefectServerProcess
-    from emailsync.seed import seed_account
+    from emailsync.local.seed import seed_account
 
     raws = sample_raws()
     with local_stack() as (emulator, gmail), tempfile.TemporaryDirectory(prefix="bench-prefect-") as home:

@@ -15,8 +15,8 @@ from typing import Any
 
 from emailsync.config import QuotaCosts, Settings
 from emailsync.gmail.client import GmailClient
-from emailsync.gmail.mailbox import Mailbox, read_mbox
-from emailsync.gmail.server import GmailApiServer
+from emailsync.local.gmail_server.server import GmailApiServer
+from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.models import ProviderCredentials
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

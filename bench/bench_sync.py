@@ -82,7 +82,7 @@ def _replicated(raws: list[bytes], replicas: int) -> list[bytes]:
 
 def _dense_mailbox(raws: list[bytes]) -> Any:
     """The messages spread evenly over the last four weeks, newest now."""
-    from emailsync.gmail.mailbox import Mailbox
+    from emailsync.local.mailbox import Mailbox
 
     mailbox = Mailbox()
     now = datetime.now(UTC)
@@ -96,8 +96,8 @@ def _serve_mailbox(
     dating: Dating, replicas: int, quota_units_per_second: float | None, urls: Any, stop: Any
 ) -> None:
     """Child process: build the mailbox here (no pickled mailbox), serve it until `stop` is set."""
-    from emailsync.gmail.mailbox import Mailbox
-    from emailsync.gmail.server import GmailApiServer
+    from emailsync.local.gmail_server.server import GmailApiServer
+    from emailsync.local.mailbox import Mailbox
 
     raws = _replicated(_raw_messages()[1], replicas)
     if dating == "dense":
@@ -136,7 +136,7 @@ def _gmail_server_process(
 def _server_stats(url: str) -> Any:
     import requests
 
-    from emailsync.gmail.server import STATS_PATH, ServerStats
+    from emailsync.local.gmail_server.server import STATS_PATH, ServerStats
 
     response = requests.get(url.rstrip("/") + STATS_PATH, timeout=10)
     response.raise_for_status()
@@ -247,7 +247,7 @@ def _quota_run(
     """One backfill for a fresh provider user against its own Gmail server process at the given quota,
     with the server's view of the quota spent."""
     from emailsync.config import get_settings
-    from emailsync.seed import seed_account
+    from emailsync.local.seed import seed_account
 
     account = seed_account(
         client, provider_user_id=f"pu-{label}", family_id=f"family-{label}", token=f"{label}-t"
@@ -305,8 +305,8 @@ def run() -> dict[str, Any]:
     from emailsync.config import get_settings
     from emailsync.enrichment import get_enricher
     from emailsync.firestore.client import get_firestore_client, reset_clients
-    from emailsync.firestore.emulator import FirestoreEmulator
-    from emailsync.seed import seed_account
+    from emailsync.local.firestore_emulator import FirestoreEmulator
+    from emailsync.local.seed import seed_account
 
     source = "corpus" if CORPUS_DIR.is_dir() and any(CORPUS_DIR.glob("*.mbox")) else "sample"
     figures: dict[str, Any] = {"source": source, "quota_units_per_second": QUOTA_UNITS_PER_SECOND}

@@ -19,9 +19,9 @@ from typing import Any
 from google.cloud import firestore
 
 from emailsync.firestore.client import get_firestore_client, temporary_environment
-from emailsync.firestore.emulator import FirestoreEmulator
-from emailsync.gmail.mailbox import Mailbox, read_mbox
-from emailsync.gmail.server import GmailApiServer
+from emailsync.local.firestore_emulator import FirestoreEmulator
+from emailsync.local.gmail_server.server import GmailApiServer
+from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.models import SyncProgress
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ class StatusClock:
 
 def run() -> dict[str, Any]:
     from deployments.watcher import GmailConnectWatcher, InProcessLauncher
-    from emailsync.seed import connect_gmail, seed_account
+    from emailsync.local.seed import connect_gmail, seed_account
 
     raws = sample_raws()
     with local_stack() as (_emulator, server):

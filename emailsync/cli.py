@@ -89,7 +89,7 @@ def gmail_server(
         raise _fail(f"mailbox not found: {mbox}")
     if not 0.0 <= fail_rate <= 1.0:
         raise _fail("--fail-rate must be between 0 and 1")
-    from emailsync.gmail.server import run_gmail_server
+    from emailsync.local.gmail_server.server import run_gmail_server
 
     _configure_logging()
     run_gmail_server(

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from emailsync.config import get_settings, use_offline_prefect_defaults
 from emailsync.firestore.client import get_firestore_client, reset_clients
-from emailsync.firestore.emulator import FirestoreEmulator
+from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.models import SyncProgress, SyncStatus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: flo
     )
 
     client = get_firestore_client()
-    from emailsync.seed import connect_gmail, seed_account
+    from emailsync.local.seed import connect_gmail, seed_account
 
     account = seed_account(client, provider_user_id=DEMO_PROVIDER_USER, email="alex@example.com")
     console.print(
@@ -157,8 +157,8 @@ def _start_prefect_server(stack: contextlib.ExitStack) -> Future[str] | None:
 
 
 def _start_gmail_server(mbox: Path) -> Any:
-    from emailsync.gmail.mailbox import Mailbox
-    from emailsync.gmail.server import GmailApiServer
+    from emailsync.local.gmail_server.server import GmailApiServer
+    from emailsync.local.mailbox import Mailbox
 
     mailbox = Mailbox.from_mbox(mbox, shift_dates=True)
     return GmailApiServer(mailbox, quota_units_per_second=get_settings().quota_units_per_second).start()
@@ -208,7 +208,7 @@ def _start_web_page(
     stack: contextlib.ExitStack, firestore_host: str, auth_host: str | None, console: Console
 ) -> str | None:
     try:
-        from emailsync.web_server import start_web_server
+        from emailsync.local.web_server import start_web_server
     except ImportError:
         return None
     try:

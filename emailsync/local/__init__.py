@@ -1,1 +1,1 @@
-"""Local stand-ins for cloud services (emulator managers, local servers)."""
+"""Local stand-ins for outside services: the Gmail API server, emulator managers, the seed."""

@@ -16,10 +16,10 @@ from typing import Any
 from google.cloud import firestore
 from pydantic import BaseModel, ValidationError
 
-from emailsync.firestore.emulator import FirestoreEmulator
 from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import AppUserRepository, FamilyRepository
 from emailsync.local.auth_emulator import AuthEmulator
+from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.models import AppUser, Family, SyncWindow
 from emailsync.sign_in_users import create_sign_in_user
 

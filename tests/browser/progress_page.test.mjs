@@ -1,6 +1,6 @@
 // The live progress page in Debian's chromium, against the real Firestore emulator and security rules.
 // Run by tests/integration/test_web_page.py, which starts the emulator, the page server
-// (emailsync.web_server) and the backend control endpoint (backend_control.py) and passes their URLs
+// (emailsync.local.web_server) and the backend control endpoint (backend_control.py) and passes their URLs
 // in the environment:
 //   PROGRESS_PAGE_URL     the page server's root URL
 //   BACKEND_CONTROL_URL   POST {method, args}: the backend writes Firestore (seed, progress transitions)

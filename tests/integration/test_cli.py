@@ -13,8 +13,8 @@ from emailsync.enrichment import get_enricher
 from emailsync.enrichment.base import EnrichmentInput
 from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import EmailRepository
+from emailsync.local.seed import seed_account
 from emailsync.models import EmailRecord, EnrichmentInfo, SyncMode, SyncTrigger
-from emailsync.seed import seed_account
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 
 from emailsync.config import Settings
 from emailsync.gmail.client import GmailClient
-from emailsync.gmail.mailbox import Mailbox, read_mbox
-from emailsync.gmail.server import GmailApiServer
+from emailsync.local.gmail_server.server import GmailApiServer
+from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.models import EmailRecord, ProviderCredentials
 
 pytestmark = pytest.mark.integration

@@ -26,13 +26,13 @@ from prefect.logging.configuration import setup_logging
 from emailsync.config import get_settings
 from emailsync.errors import AuthorizationRevokedError
 from emailsync.firestore.client import get_firestore_client, reset_clients
-from emailsync.firestore.emulator import FirestoreEmulator
 from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
-from emailsync.gmail.mailbox import Mailbox
-from emailsync.gmail.server import GmailApiServer
+from emailsync.local.firestore_emulator import FirestoreEmulator
+from emailsync.local.gmail_server.server import GmailApiServer
+from emailsync.local.mailbox import Mailbox
+from emailsync.local.seed import SeededAccount, seed_account
 from emailsync.models import SyncMode, SyncProgress, SyncStatus
-from emailsync.seed import SeededAccount, seed_account
 from tests.fixtures.firestore import TEST_PROJECT, progress_docs
 from tests.fixtures.gmail import REPO_ROOT
 from tests.fixtures.prefect import PrefectTestServer

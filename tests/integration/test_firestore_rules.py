@@ -17,8 +17,8 @@ import requests
 from google.cloud import firestore
 
 from emailsync.firestore.client import get_firestore_client
-from emailsync.firestore.emulator import FirestoreEmulator
 from emailsync.firestore.progress import ProgressWriter
+from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.models import SyncMode
 from tests.fixtures.firestore import REPO_ROOT, TEST_PROJECT
 

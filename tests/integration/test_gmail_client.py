@@ -15,10 +15,10 @@ from emailsync.config import Settings
 from emailsync.errors import AuthorizationRevokedError, FatalError, HistoryExpiredError, RetriableError
 from emailsync.gmail import settings as gmail_settings
 from emailsync.gmail.client import GmailClient, classify_http_error
-from emailsync.gmail.mailbox import INITIAL_HISTORY_ID, Mailbox
 from emailsync.gmail.pacing import TokenBucket
-from emailsync.gmail.server import GmailApiServer
 from emailsync.gmail.settings import RetryPolicy
+from emailsync.local.gmail_server.server import GmailApiServer
+from emailsync.local.mailbox import INITIAL_HISTORY_ID, Mailbox
 from emailsync.models import ProviderCredentials
 
 pytestmark = pytest.mark.integration

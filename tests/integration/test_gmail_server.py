@@ -16,8 +16,8 @@ from googleapiclient.discovery import Resource, build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
-from emailsync.gmail.mailbox import Mailbox
-from emailsync.gmail.server import GmailApiServer, QuotaExceeded, TokenBucket
+from emailsync.local.gmail_server.server import GmailApiServer, QuotaExceeded, TokenBucket
+from emailsync.local.mailbox import Mailbox
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from google.cloud import firestore
 
 from emailsync.config import get_settings
 from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
-from emailsync.gmail.mailbox import Mailbox, read_mbox
-from emailsync.gmail.server import GmailApiServer
-from emailsync.seed import seed_account
+from emailsync.local.gmail_server.server import GmailApiServer
+from emailsync.local.mailbox import Mailbox, read_mbox
+from emailsync.local.seed import seed_account
 from flows.periodic_sync import periodic_email_sync
 from tests.fixtures.gmail import SAMPLE_MBOX
 

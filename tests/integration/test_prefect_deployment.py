@@ -14,12 +14,12 @@ from google.cloud import firestore
 
 from deployments.serve import PrefectServerProcess
 from deployments.watcher import DeploymentLauncher, GmailConnectWatcher
-from emailsync.firestore.emulator import FirestoreEmulator
 from emailsync.firestore.repositories import EmailRepository
-from emailsync.gmail.mailbox import Mailbox, read_mbox
-from emailsync.gmail.server import GmailApiServer
+from emailsync.local.firestore_emulator import FirestoreEmulator
+from emailsync.local.gmail_server.server import GmailApiServer
+from emailsync.local.mailbox import Mailbox, read_mbox
+from emailsync.local.seed import connect_gmail, seed_account
 from emailsync.models import SyncProgress, SyncStatus, SyncTrigger
-from emailsync.seed import connect_gmail, seed_account
 from tests.fixtures.gmail import SAMPLE_MBOX
 
 pytestmark = [pytest.mark.integration, pytest.mark.prefect]

@@ -20,10 +20,10 @@ from google.cloud import firestore
 from deployments.watcher import GmailConnectWatcher, InProcessLauncher
 from emailsync.config import get_settings
 from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
-from emailsync.gmail.mailbox import Mailbox, read_mbox
-from emailsync.gmail.server import GmailApiServer
+from emailsync.local.gmail_server.server import GmailApiServer
+from emailsync.local.mailbox import Mailbox, read_mbox
+from emailsync.local.seed import connect_gmail, disconnect_gmail, seed_account
 from emailsync.models import SyncProgress, SyncStatus, SyncTrigger
-from emailsync.seed import connect_gmail, disconnect_gmail, seed_account
 from tests.fixtures.firestore import progress_docs
 from tests.fixtures.gmail import SAMPLE_MBOX
 

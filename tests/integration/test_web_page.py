@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from emailsync.firestore.client import get_firestore_client
-from emailsync.firestore.emulator import FirestoreEmulator
 from emailsync.local.auth_emulator import AuthEmulator
-from emailsync.web_server import start_web_server
+from emailsync.local.firestore_emulator import FirestoreEmulator
+from emailsync.local.web_server import start_web_server
 from tests.browser.backend_control import BackendActions, BackendControlServer
 from tests.fixtures.firestore import REPO_ROOT, TEST_PROJECT
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DIST_DIR = Path(__file__).resolve().parents[1] / "web" / "dist"
+DEFAULT_DIST_DIR = Path(__file__).resolve().parents[2] / "web" / "dist"
 
 
 class PageConfig(BaseModel):

@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel
 
 from emailsync.config import QuotaCosts
-from emailsync.gmail.mailbox import Mailbox, StoredMessage, b64url
+from emailsync.local.mailbox import Mailbox, StoredMessage, b64url
 
 MAX_BATCH_PARTS = 100
 DEFAULT_PAGE_SIZE = 100

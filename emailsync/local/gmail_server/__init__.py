@@ -1,0 +1,1 @@
+"""The local Gmail-API-compatible server (see server.py)."""
