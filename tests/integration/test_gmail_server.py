@@ -16,7 +16,8 @@ from googleapiclient.discovery import Resource, build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
-from emailsync.local.gmail_server.server import GmailApiServer, QuotaExceeded, TokenBucket
+from emailsync.local.gmail_server.quota import QuotaExceeded, TokenBucket
+from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,34 @@
+"""Gmail's per-user quota: a token bucket per bearer token."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__(retry_after_seconds)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class TokenBucket:
+    """Per-user quota: `rate` units/s, capacity one second's worth. Not thread-safe (caller locks)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = rate
+        self.tokens = rate
+        self._clock = clock
+        self._updated = clock()
+
+    def take(self, cost: float) -> None:
+        """Charge `cost` units or raise QuotaExceeded with the wait until it would fit."""
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        # a cost above the capacity (tiny test quotas) may overdraw a full bucket instead of never fitting
+        if cost <= self.tokens or self.tokens >= self.capacity:
+            self.tokens -= cost
+            return
+        raise QuotaExceeded((min(cost, self.capacity) - self.tokens) / self.rate)
