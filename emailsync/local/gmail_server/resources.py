@@ -8,7 +8,8 @@ from typing import Any
 
 from emailsync.local.gmail_server.query import _decode_token, _encode_token, _first, _page_size, parse_query
 from emailsync.local.gmail_server.responses import ApiResponse, _json, _not_found
-from emailsync.local.mailbox import Mailbox, StoredMessage, b64url
+from emailsync.local.mailbox import Mailbox
+from emailsync.local.stored_message import StoredMessage, b64url
 
 SUPPORTED_FORMATS = ("full", "metadata", "minimal", "raw")
 
