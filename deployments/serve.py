@@ -22,7 +22,7 @@ import requests
 
 from emailsync.config import PREFECT_OFFLINE_ENVIRONMENT
 from emailsync.deployment_specs import DEPLOYMENTS, EMAIL_SYNC, PERIODIC_EMAIL_SYNC
-from emailsync.local.firestore_emulator import free_port
+from emailsync.local.processes import free_port
 
 logger = logging.getLogger("emailsync.serve")
 

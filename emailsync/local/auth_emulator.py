@@ -12,8 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +20,8 @@ from types import TracebackType
 from typing import Any
 
 import requests
+
+from emailsync.local.processes import free_port, stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIREBASE_CLI_CANDIDATES = (REPO_ROOT / "web" / "node_modules" / ".bin" / "firebase",)
@@ -45,18 +45,12 @@ def find_firebase_cli() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class AuthEmulator:
     """A running Auth emulator: `with AuthEmulator(project) as auth: ...` or `start()` / `stop()`."""
 
     def __init__(self, project: str = "omnibutler-local", port: int | None = None) -> None:
         self.project = project
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
         self._work_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -76,8 +70,8 @@ class AuthEmulator:
         config = {
             "emulators": {
                 "auth": {"host": "127.0.0.1", "port": self.port},
-                "hub": {"host": "127.0.0.1", "port": _free_port()},
-                "logging": {"host": "127.0.0.1", "port": _free_port()},
+                "hub": {"host": "127.0.0.1", "port": free_port()},
+                "logging": {"host": "127.0.0.1", "port": free_port()},
                 "ui": {"enabled": False},
             }
         }
@@ -116,15 +110,7 @@ class AuthEmulator:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process)
         if self._work_dir is not None:
             self._work_dir.cleanup()
             self._work_dir = None

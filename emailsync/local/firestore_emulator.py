@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 
 import requests
+
+from emailsync.local.processes import free_port, stop_process_group
 
 EMULATOR_JAR_CANDIDATES = (
     "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar",
@@ -40,12 +40,6 @@ def find_emulator_jar() -> Path:
         "`apt-get install google-cloud-cli-firestore-emulator openjdk-17-jre-headless` "
         "(Google Cloud apt repository) or set FIRESTORE_EMULATOR_JAR to cloud-firestore-emulator.jar."
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class FirestoreEmulator:
@@ -100,15 +94,7 @@ class FirestoreEmulator:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
