@@ -14,17 +14,15 @@ pacing bucket is shared by every thread and every client of the same user, so th
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import google.oauth2.credentials
 import google_auth_httplib2
 import httplib2
 from google.auth.exceptions import RefreshError, TransportError
@@ -40,6 +38,7 @@ from emailsync.errors import (
     RetriableError,
 )
 from emailsync.gmail import settings as gmail_settings
+from emailsync.gmail.credentials import google_credentials
 from emailsync.gmail.http_errors import classify_http_error, is_rate_limit, scrub
 from emailsync.gmail.pacing import Sleep, TokenBucket, shared_bucket
 from emailsync.gmail.settings import DEFAULT_RETRY_POLICY, RetryPolicy
@@ -64,37 +63,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------ client
-
-
-def _google_credentials(credentials: ProviderCredentials) -> google.oauth2.credentials.Credentials:
-    expiry = credentials.expiry
-    if expiry is not None and expiry.tzinfo is not None:  # google-auth compares naive UTC datetimes
-        expiry = expiry.astimezone(UTC).replace(tzinfo=None)
-    return google.oauth2.credentials.Credentials(
-        token=credentials.token,
-        refresh_token=credentials.refresh_token,
-        token_uri=credentials.token_uri,
-        client_id=credentials.client_id,
-        client_secret=credentials.client_secret,
-        scopes=credentials.scopes or None,
-        expiry=expiry,
-    )
-
-
-def _decode_raw(value: str) -> bytes:
-    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-
-
-def _message_from_json(data: Mapping[str, Any]) -> GmailMessage:
-    return GmailMessage(
-        id=str(data["id"]),
-        thread_id=data.get("threadId"),
-        label_ids=list(data.get("labelIds") or []),
-        snippet=str(data.get("snippet") or ""),
-        internal_date=int(data.get("internalDate") or 0),
-        history_id=str(data["historyId"]) if data.get("historyId") is not None else None,
-        raw=_decode_raw(str(data.get("raw") or "")),
-    )
 
 
 def _epoch_seconds(moment: datetime) -> int:
@@ -135,7 +103,7 @@ class GmailClient:
         self._batch_uri = (
             endpoint + gmail_settings.BATCH_PATH if endpoint else gmail_settings.GOOGLE_BATCH_URI
         )
-        self._google_credentials = _google_credentials(credentials)
+        self._google_credentials = google_credentials(credentials)
         self._thread_http = threading.local()
         self._service = build(
             "gmail",
@@ -437,7 +405,7 @@ class GmailClient:
         def on_part(request_id: str, response: Any, exception: BaseException | None) -> None:
             if exception is None:
                 try:
-                    outcome.fetched[request_id] = _message_from_json(response)
+                    outcome.fetched[request_id] = GmailMessage.from_api(response)
                 except (KeyError, ValueError, TypeError) as exc:
                     outcome.failed[request_id] = RetriableError(
                         f"messages.get {request_id}: bad answer ({exc})"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -19,6 +22,20 @@ class GmailMessage(BaseModel):
     internal_date: int  # epoch milliseconds
     history_id: str | None = None
     raw: bytes
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> GmailMessage:
+        """A `Message` resource fetched with format=raw (base64url `raw`, string dates and ids)."""
+        raw = str(data.get("raw") or "")
+        return cls(
+            id=str(data["id"]),
+            thread_id=data.get("threadId"),
+            label_ids=list(data.get("labelIds") or []),
+            snippet=str(data.get("snippet") or ""),
+            internal_date=int(data.get("internalDate") or 0),
+            history_id=str(data["historyId"]) if data.get("historyId") is not None else None,
+            raw=base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)),
+        )
 
     def parse(self) -> ParsedEmail:
         """The email's content, with Gmail's own metadata; never raises (see `parse_message`)."""
