@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import requests
 
 from emailsync.config import PREFECT_OFFLINE_ENVIRONMENT
 from emailsync.deployment_specs import DEPLOYMENTS, EMAIL_SYNC, PERIODIC_EMAIL_SYNC
-from emailsync.local.processes import free_port
+from emailsync.local.processes import free_port, stop_process_group
 
 logger = logging.getLogger("emailsync.serve")
 
@@ -161,23 +160,10 @@ class PrefectServerProcess:
         processes = [*self._workers, *([self._server] if self._server else [])]
         self._workers, self._server = [], None
         for process in processes:  # workers first: they would otherwise report a dead API
-            _stop_process_group(process)
+            stop_process_group(process, timeout=15.0)
 
     def __enter__(self) -> PrefectServerProcess:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _stop_process_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=timeout)
