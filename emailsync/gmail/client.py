@@ -4,8 +4,9 @@
   (building them per call dominates client CPU).
 - Pacing: every call spends its quota units from the user's shared `TokenBucket` before it is sent.
 - Retries are ours (one policy, `RetryPolicy`): `num_retries` ignores Retry-After and batches never
-  retry; one retry path (`_with_retries`) serves single calls and batch parts. HTTP errors are classified
-  by `classify_http_error` (`http_errors.py`) through the one table in `emailsync/errors.py`.
+  retry; one retry path (`GmailRetrier.run` in `retry.py`) serves single calls and batch parts. HTTP
+  errors are classified by `classify_http_error` (`http_errors.py`) through the one table in
+  `emailsync/errors.py`.
 - Tokens never reach a log line or an exception message.
 
 httplib2 connections are not thread-safe, so each thread using a client gets its own connection; the
@@ -15,10 +16,8 @@ pacing bucket is shared by every thread and every client of the same user, so th
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +40,7 @@ from emailsync.gmail import settings as gmail_settings
 from emailsync.gmail.credentials import google_credentials
 from emailsync.gmail.http_errors import classify_http_error, is_rate_limit, scrub
 from emailsync.gmail.pacing import Sleep, TokenBucket, shared_bucket
+from emailsync.gmail.retry import GmailRetrier
 from emailsync.gmail.settings import DEFAULT_RETRY_POLICY, RetryPolicy
 from emailsync.gmail.types import ClientStats, GmailMessage, GmailProfile, HistoryChanges, MessagePage
 from emailsync.models import ProviderCredentials
@@ -91,7 +91,6 @@ class GmailClient:
         sleep: Sleep = time.sleep,
     ) -> None:
         self._settings = settings or get_settings()
-        self._retry = retry_policy
         self._sleep_fn = sleep
         self._costs = self._settings.quota_costs
         self._secrets = (credentials.token, credentials.refresh_token, credentials.client_secret)
@@ -123,6 +122,7 @@ class GmailClient:
             credentials.token,
             self._settings.quota_units_per_second,
         )
+        self._retrier = GmailRetrier(retry_policy, self._bucket, self.stats, sleep)
         # A batch must fit in the bucket's burst: the server's own bucket holds about one second of units,
         # and a batch bigger than that is partly refused however well it is paced.
         fits = int(self._bucket.capacity // max(self._costs.messages_get, 1))
@@ -251,7 +251,7 @@ class GmailClient:
                 status=getattr(first, "status", None),
             )
 
-        self._with_retries(attempt_pending, exhausted)
+        self._retrier.run(attempt_pending, exhausted)
         return [fetched[message_id] for message_id in ids if message_id in fetched]
 
     @property
@@ -299,36 +299,6 @@ class GmailClient:
             self.stats.paced_seconds += wait
             self._sleep_fn(wait)
 
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self.stats.backoff_seconds += seconds
-            self._sleep_fn(seconds)
-
-    def _retry_delay(self, attempt: int, errors: list[EmailSyncError]) -> float:
-        """Retry-After when the server gave one, else the policy's delay with jitter."""
-        hinted = [
-            e.retry_after for e in errors if isinstance(e, RetriableError) and e.retry_after is not None
-        ]
-        if hinted:
-            return min(max(hinted), self._retry.max_retry_after_seconds)
-        base = self._retry.delay(attempt)
-        return base * (1 + random.uniform(0, self._retry.jitter_fraction))
-
-    def _pause_for_rate_limit(self, attempt: int, errors: list[EmailSyncError]) -> None:
-        """The server's bucket is empty: every client of this user waits, then restarts from empty."""
-        self._bucket.pause(self._retry_delay(attempt, errors))
-
-    def _backoff(self, attempt: int, errors: list[EmailSyncError]) -> None:
-        """Wait before retry `attempt`: what is left of a 429 pause, and the policy delay for other errors."""
-        delay = 0.0
-        if any(is_rate_limit(e) for e in errors):
-            delay = self._bucket.reserve(0)  # the pause was set (Retry-After) when the 429 arrived
-        others = [e for e in errors if not is_rate_limit(e)]
-        if others:
-            delay = max(delay, self._retry_delay(attempt, others))
-        logger.info("gmail retry %d in %.2fs (%d failing, e.g. %s)", attempt, delay, len(errors), errors[0])
-        self._sleep(delay)
-
     def _call(self, request: Any, cost: int, operation: str) -> dict[str, Any]:
         data = self._execute(request, cost, operation)
         assert data is not None  # only `allow_missing` calls answer None
@@ -360,9 +330,9 @@ class GmailClient:
                 error = self._classify(exc, operation)
                 if not isinstance(error, RetriableError):
                     raise error from (None if isinstance(error, AuthorizationRevokedError) else exc)
-                self._count_failure(error)
+                self._retrier.count_failure(error)
                 if is_rate_limit(error):
-                    self._pause_for_rate_limit(attempt, [error])
+                    self._retrier.pause_for_rate_limit(attempt, [error])
                 causes.append(exc)
                 return [error]
 
@@ -370,34 +340,8 @@ class GmailClient:
             errors[0].__cause__ = causes[-1]
             return errors[0]
 
-        self._with_retries(attempt_call, exhausted)
+        self._retrier.run(attempt_call, exhausted)
         return answer[-1]
-
-    def _with_retries(
-        self,
-        attempt_once: Callable[[int], list[EmailSyncError]],
-        exhausted: Callable[[int, list[EmailSyncError]], EmailSyncError],
-    ) -> None:
-        """The one retry path, for single calls and for the parts of batches (the shape of Singer SDK's
-        `RESTStream.request_decorator`): `attempt_once(attempt)` makes one attempt and returns the
-        retriable failures it left (fatal ones it raises); between attempts `_backoff` waits (Retry-After
-        honoured); after the policy's last attempt `exhausted(attempt, errors)` is raised."""
-        attempt = 1
-        while True:
-            errors = attempt_once(attempt)
-            if not errors:
-                return
-            if attempt >= self._retry.max_attempts:
-                raise exhausted(attempt, errors)
-            self._backoff(attempt, errors)
-            self.stats.retries += len(errors)
-            attempt += 1
-
-    def _count_failure(self, error: EmailSyncError) -> None:
-        if is_rate_limit(error):
-            self.stats.rate_limited += 1
-        else:
-            self.stats.server_errors += 1
 
     def _fetch_batch(self, chunk: list[str]) -> _BatchOutcome:
         outcome = _BatchOutcome(fetched={}, failed={}, missing=[])
@@ -441,10 +385,10 @@ class GmailClient:
             if not isinstance(error, RetriableError):
                 raise error
         for error in outcome.failed.values():
-            self._count_failure(error)
+            self._retrier.count_failure(error)
         rate_limited = [e for e in outcome.failed.values() if is_rate_limit(e)]
         if rate_limited:
-            self._pause_for_rate_limit(1, rate_limited)
+            self._retrier.pause_for_rate_limit(1, rate_limited)
         if outcome.missing:
             self.stats.not_found += len(outcome.missing)
             logger.warning(
