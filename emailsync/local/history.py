@@ -7,6 +7,9 @@ a `startHistoryId` older than the oldest retained one is expired (Gmail answers 
 from __future__ import annotations
 
 import bisect
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,8 @@ MESSAGE_DELETED = "messageDeleted"
 LABEL_ADDED = "labelAdded"
 LABEL_REMOVED = "labelRemoved"
 HISTORY_TYPES = (MESSAGE_ADDED, MESSAGE_DELETED, LABEL_ADDED, LABEL_REMOVED)
+ChangeListener = Callable[[int], None]
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +113,30 @@ class HistoryLog:
         if start_history_id < self.oldest_retained:
             raise KeyError(start_history_id)
         return self._records[bisect.bisect_right(self._ids, start_history_id) :]
+
+
+class ChangeListeners:
+    """Callbacks told the new historyId after each change of a mailbox. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[ChangeListener] = []
+
+    def add(self, listener: ChangeListener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove(self, listener: ChangeListener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def notify(self, history_id: int) -> None:
+        """Call every listener (the caller holds no mailbox lock); one that raises is logged only."""
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(history_id)
+            except Exception:
+                _log.exception("mailbox change listener failed")

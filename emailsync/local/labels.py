@@ -4,6 +4,7 @@ Google Takeout writes in an mbox's `X-Gmail-Labels` header."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,25 @@ class Label:
         return resource
 
 
+def apply_label_change(
+    current: tuple[str, ...], add: Iterable[str], remove: Iterable[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(new labels, labels added, labels removed) as Gmail applies a change: SPAM takes a message out of
+    INBOX and TRASH, TRASH takes it out of SPAM; an added label that is there already is no change."""
+    add = tuple(dict.fromkeys(add))
+    implied: set[str] = set()
+    if SPAM in add:
+        implied |= {INBOX, TRASH}
+    if TRASH in add:
+        implied.add(SPAM)
+    dropped = (set(remove) | implied) - set(add)
+    labels = [label for label in current if label not in dropped]
+    labels.extend(label for label in add if label not in labels)
+    added = tuple(label for label in labels if label not in current)
+    removed = tuple(label for label in current if label not in labels)
+    return tuple(labels), added, removed
+
+
 def takeout_label_names(header_value: str) -> list[str]:
     """Label names of a Takeout `X-Gmail-Labels` value: comma separated, quoted when a name has one."""
     row = next(csv.reader([header_value], skipinitialspace=True), [])
@@ -121,6 +141,12 @@ class Labels:
 
     def all(self) -> list[Label]:
         return list(self._by_id.values())
+
+    def check(self, label_ids: Iterable[str], *, modifiable: bool = False) -> None:
+        """ValueError (Gmail: 400 "Invalid label") for an unknown label, or one modify can't change."""
+        for label_id in label_ids:
+            if label_id not in self._by_id or (modifiable and label_id in UNMODIFIABLE_LABEL_IDS):
+                raise ValueError(f"Invalid label: {label_id}")
 
     def find_by_name(self, name: str) -> Label | None:
         """The label called `name` (case-insensitive), system labels by their id too."""

@@ -16,31 +16,27 @@ labels and history, and still receives what is delivered to the mailbox it was f
 
 from __future__ import annotations
 
-import bisect
 import email.message
 import hashlib
-import logging
 import threading
 import time
 import weakref
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
-from emailsync.local.history import HistoryLog, HistoryRecord
-from emailsync.local.labels import INBOX, SPAM, TRASH, UNMODIFIABLE_LABEL_IDS, Label, Labels
+from emailsync.local.history import ChangeListener, ChangeListeners, HistoryLog, HistoryRecord
+from emailsync.local.labels import TRASH, Label, Labels, apply_label_change
 from emailsync.local.mbox_reading import dated_entries, read_mbox
+from emailsync.local.message_index import MessageIndex
 from emailsync.local.stored_message import (
-    _REPLY_PREFIX,
     DEFAULT_LABEL_IDS,
     MessageContent,
     StoredMessage,
-    _message_ids,
-    _normalized_subject,
     decode_header_value,
 )
+from emailsync.local.threads import Threads
 
 __all__ = ["DEFAULT_EMAIL_ADDRESS", "INITIAL_HISTORY_ID", "Mailbox", "read_mbox"]
 
@@ -48,8 +44,6 @@ DEFAULT_EMAIL_ADDRESS = "me@example.com"
 # Gmail history ids are large opaque integers; starting above 0 keeps clients from relying on small values.
 INITIAL_HISTORY_ID = 100_000
 MAX_IDS_PER_BATCH = 1000  # batchModify / batchDelete, as Gmail's
-ChangeListener = Callable[[int], None]
-_log = logging.getLogger(__name__)
 
 
 class Mailbox:
@@ -65,18 +59,13 @@ class Mailbox:
         self.email_address = email_address
         self.labels = Labels()  # read under the lock (`label_list()`), changed through `create_label`
         self._lock = threading.RLock()
-        self._by_id: dict[str, StoredMessage] = {}
-        # newest first: key = (-internal_date_ms, -sequence)
-        self._order: list[StoredMessage] = []
-        self._order_keys: list[tuple[int, int]] = []
+        self._messages = MessageIndex()
         self._history = HistoryLog(INITIAL_HISTORY_ID)
         self._history_id = INITIAL_HISTORY_ID
-        self._thread_by_message_id: dict[str, str] = {}
-        self._thread_by_subject: dict[str, str] = {}
-        self._thread_sizes: Counter[str] = Counter()
+        self._threads = Threads()
         self._sequence = 0
         self.date_shift_ms = 0
-        self._listeners: list[ChangeListener] = []
+        self._listeners = ChangeListeners()
         self._followers: weakref.WeakSet[Mailbox] = weakref.WeakSet()
 
     # ----------------------------------------------------------------------------------- building
@@ -133,14 +122,10 @@ class Mailbox:
         with self._lock:
             clone = Mailbox(email_address=self.email_address)
             clone.labels = self.labels.copy()
-            clone._by_id = dict(self._by_id)
-            clone._order = list(self._order)
-            clone._order_keys = list(self._order_keys)
+            clone._messages = self._messages.copy()
             clone._history = self._history.copy()
             clone._history_id = self._history_id
-            clone._thread_by_message_id = dict(self._thread_by_message_id)
-            clone._thread_by_subject = dict(self._thread_by_subject)
-            clone._thread_sizes = Counter(self._thread_sizes)
+            clone._threads = self._threads.copy()
             clone._sequence = self._sequence
             clone.date_shift_ms = self.date_shift_ms
             return clone
@@ -158,21 +143,6 @@ class Mailbox:
         with self._lock:
             self._followers.discard(clone)
 
-    def _thread_for(self, headers: email.message.Message, own_id: str) -> str:
-        references = _message_ids(headers.get("In-Reply-To")) + _message_ids(headers.get("References"))
-        for reference in reversed(references):
-            thread_id = self._thread_by_message_id.get(reference)
-            if thread_id:
-                return thread_id
-        subject = headers.get("Subject")
-        normalized = _normalized_subject(subject)
-        is_reply = bool(subject) and _REPLY_PREFIX.match(decode_header_value(subject)) is not None
-        if normalized and (is_reply or references):
-            thread_id = self._thread_by_subject.get(normalized)
-            if thread_id:
-                return thread_id
-        return own_id
-
     def _insert(
         self,
         content: MessageContent,
@@ -182,7 +152,7 @@ class Mailbox:
         sequence: int,
         label_ids: tuple[str, ...],
     ) -> StoredMessage:
-        thread_id = self._thread_for(headers, message_id)
+        thread_id = self._threads.thread_for(headers, message_id)
         self._history_id += 1
         message = StoredMessage(
             id=message_id,
@@ -193,17 +163,8 @@ class Mailbox:
             sequence=sequence,
             label_ids=label_ids,
         )
-        self._by_id[message_id] = message
-        key = _order_key(message)
-        position = bisect.bisect_left(self._order_keys, key)
-        self._order_keys.insert(position, key)
-        self._order.insert(position, message)
-        self._thread_sizes[thread_id] += 1
-        for own in _message_ids(headers.get("Message-ID")):
-            self._thread_by_message_id.setdefault(own, thread_id)
-        normalized = _normalized_subject(headers.get("Subject"))
-        if normalized:
-            self._thread_by_subject.setdefault(normalized, thread_id)
+        self._messages.add(message)
+        self._threads.remember(headers, thread_id)
         self._history.append(HistoryRecord(self._history_id, message, added=True))
         return message
 
@@ -212,7 +173,7 @@ class Mailbox:
         sequence = self._sequence
         self._sequence += 1
         message_id = _message_id_for(raw, sequence)
-        while message_id in self._by_id:
+        while message_id in self._messages.by_id:
             sequence = self._sequence
             self._sequence += 1
             message_id = _message_id_for(raw, sequence)
@@ -223,16 +184,10 @@ class Mailbox:
     ) -> str:
         """Deliver a new message (internalDate defaults to now, labels to INBOX + UNREAD) with the next
         historyId, here and in every fork of this mailbox; returns its id."""
-        headers = BytesHeaderParser().parsebytes(raw)
         labels = tuple(label_ids) if label_ids is not None else DEFAULT_LABEL_IDS
-        millis = internal_date_ms if internal_date_ms is not None else int(time.time() * 1000)
+        message, headers = self._add_new(raw, labels, internal_date_ms)
         with self._lock:
-            self._check_labels(labels)
-            message_id, sequence = self._new_id(raw)
-            message = self._insert(MessageContent(raw), headers, millis, message_id, sequence, labels)
-            history_id = self._history_id
             followers = list(self._followers)
-        self._notify(history_id)
         for follower in followers:
             follower._deliver(message, headers)
         return message.id
@@ -241,7 +196,7 @@ class Mailbox:
         """A delivery to the mailbox this one was forked from (same id unless it is taken here)."""
         with self._lock:
             labels = tuple(label for label in message.label_ids if label in self.labels)
-            if message.sequence >= self._sequence and message.id not in self._by_id:
+            if message.sequence >= self._sequence and message.id not in self._messages.by_id:
                 message_id, sequence = message.id, message.sequence
                 self._sequence = sequence + 1
             else:  # this user has inserted messages of its own since the fork
@@ -249,7 +204,7 @@ class Mailbox:
             self._insert(message.content, headers, message.internal_date_ms, message_id, sequence, labels)
             history_id = self._history_id
             followers = list(self._followers)
-        self._notify(history_id)
+        self._listeners.notify(history_id)
         for follower in followers:
             follower._deliver(message, headers)
 
@@ -257,28 +212,32 @@ class Mailbox:
         self, raw: bytes, label_ids: Iterable[str] = (), internal_date_ms: int | None = None
     ) -> StoredMessage:
         """`messages.insert`: this user's mailbox only, with exactly `label_ids` (like IMAP APPEND)."""
+        return self._add_new(raw, tuple(dict.fromkeys(label_ids)), internal_date_ms)[0]
+
+    def _add_new(
+        self, raw: bytes, labels: tuple[str, ...], internal_date_ms: int | None
+    ) -> tuple[StoredMessage, email.message.Message]:
         headers = BytesHeaderParser().parsebytes(raw)
-        labels = tuple(dict.fromkeys(label_ids))
         millis = internal_date_ms if internal_date_ms is not None else int(time.time() * 1000)
         with self._lock:
-            self._check_labels(labels)
+            self.labels.check(labels)
             message_id, sequence = self._new_id(raw)
             message = self._insert(MessageContent(raw), headers, millis, message_id, sequence, labels)
             history_id = self._history_id
-        self._notify(history_id)
-        return message
+        self._listeners.notify(history_id)
+        return message, headers
 
     # ------------------------------------------------------------------------------ label changes
     def modify(self, message_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> StoredMessage:
         """`messages.modify`. KeyError for an unknown message, ValueError for an invalid label."""
         add, remove = tuple(add), tuple(remove)
         with self._lock:
-            self._check_labels(add + remove, modifiable=True)
-            message = self._by_id[message_id]
+            self.labels.check(add + remove, modifiable=True)
+            message = self._messages.by_id[message_id]
             changed = self._change_labels(message, add, remove)
             history_id = self._history_id
         if changed is not message:
-            self._notify(history_id)
+            self._listeners.notify(history_id)
         return changed
 
     def batch_modify(
@@ -287,14 +246,14 @@ class Mailbox:
         """`messages.batchModify`: one history record per message changed; unknown ids are skipped."""
         ids, add, remove = _batch_ids(message_ids), tuple(add), tuple(remove)
         with self._lock:
-            self._check_labels(add + remove, modifiable=True)
+            self.labels.check(add + remove, modifiable=True)
             before = self._history_id
             for message_id in ids:
-                if (message := self._by_id.get(message_id)) is not None:
+                if (message := self._messages.by_id.get(message_id)) is not None:
                     self._change_labels(message, add, remove)
             history_id = self._history_id
         if history_id != before:
-            self._notify(history_id)
+            self._listeners.notify(history_id)
 
     def trash(self, message_id: str) -> StoredMessage:
         """`messages.trash`: TRASH on (and SPAM off); the other labels stay for `untrash`."""
@@ -306,42 +265,25 @@ class Mailbox:
     def _change_labels(
         self, message: StoredMessage, add: tuple[str, ...], remove: tuple[str, ...]
     ) -> StoredMessage:
-        """Apply a label change as Gmail does (SPAM takes a message out of INBOX and TRASH; TRASH out of
-        SPAM); writes one history record unless nothing changed. Caller holds the lock."""
-        implied: set[str] = set()
-        if SPAM in add:
-            implied |= {INBOX, TRASH}
-        if TRASH in add:
-            implied.add(SPAM)
-        dropped = (set(remove) | implied) - set(add)
-        labels = [label for label in message.label_ids if label not in dropped]
-        labels.extend(label for label in dict.fromkeys(add) if label not in labels)
-        added = tuple(label for label in labels if label not in message.label_ids)
-        removed = tuple(label for label in message.label_ids if label not in labels)
+        """Apply a label change (`apply_label_change`); one history record unless nothing changed."""
+        labels, added, removed = apply_label_change(message.label_ids, add, remove)
         if not added and not removed:
             return message
         self._history_id += 1
-        changed = message.with_labels(tuple(labels), self._history_id)
-        position = bisect.bisect_left(self._order_keys, _order_key(message))
-        self._order[position] = changed
-        self._by_id[message.id] = changed
+        changed = message.with_labels(labels, self._history_id)
+        self._messages.replace(changed)
         self._history.append(
             HistoryRecord(self._history_id, changed, labels_added=added, labels_removed=removed)
         )
         return changed
 
-    def _check_labels(self, label_ids: Iterable[str], *, modifiable: bool = False) -> None:
-        for label_id in label_ids:
-            if label_id not in self.labels or (modifiable and label_id in UNMODIFIABLE_LABEL_IDS):
-                raise ValueError(f"Invalid label: {label_id}")
-
     # ----------------------------------------------------------------------------------- deletion
     def delete(self, message_id: str) -> None:
         """`messages.delete`: gone for good (a messageDeleted record). KeyError for an unknown id."""
         with self._lock:
-            self._delete(self._by_id[message_id])
+            self._delete(self._messages.by_id[message_id])
             history_id = self._history_id
-        self._notify(history_id)
+        self._listeners.notify(history_id)
 
     def batch_delete(self, message_ids: Iterable[str]) -> None:
         """`messages.batchDelete`: unknown ids are skipped."""
@@ -349,20 +291,14 @@ class Mailbox:
         with self._lock:
             before = self._history_id
             for message_id in ids:
-                if (message := self._by_id.get(message_id)) is not None:
+                if (message := self._messages.by_id.get(message_id)) is not None:
                     self._delete(message)
             history_id = self._history_id
         if history_id != before:
-            self._notify(history_id)
+            self._listeners.notify(history_id)
 
     def _delete(self, message: StoredMessage) -> None:
-        position = bisect.bisect_left(self._order_keys, _order_key(message))
-        del self._order[position]
-        del self._order_keys[position]
-        del self._by_id[message.id]
-        self._thread_sizes[message.thread_id] -= 1
-        if self._thread_sizes[message.thread_id] <= 0:
-            del self._thread_sizes[message.thread_id]
+        self._messages.remove(message)
         self._history_id += 1
         self._history.append(HistoryRecord(self._history_id, message, deleted=True))
 
@@ -385,42 +321,23 @@ class Mailbox:
     def label_counts(self, label_id: str) -> dict[str, int]:
         """messagesTotal, messagesUnread, threadsTotal, threadsUnread of one label (labels.get)."""
         with self._lock:
-            tagged = [message for message in self._order if label_id in message.label_ids]
-        unread = [message for message in tagged if "UNREAD" in message.label_ids]
-        return {
-            "messagesTotal": len(tagged),
-            "messagesUnread": len(unread),
-            "threadsTotal": len({message.thread_id for message in tagged}),
-            "threadsUnread": len({message.thread_id for message in unread}),
-        }
+            return self._messages.label_counts(label_id)
 
     # ---------------------------------------------------------------------------------- listeners
     def add_change_listener(self, listener: ChangeListener) -> None:
         """Call `listener(history_id)` after every change (outside the lock, on the changing thread).
         A listener that raises is logged and does not fail the change."""
-        with self._lock:
-            self._listeners.append(listener)
+        self._listeners.add(listener)
 
     def remove_change_listener(self, listener: ChangeListener) -> None:
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-    def _notify(self, history_id: int) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(history_id)
-            except Exception:
-                _log.exception("mailbox change listener failed")
+        self._listeners.remove(listener)
 
     # ------------------------------------------------------------------------------------ queries
     def get(self, message_id: str) -> StoredMessage | None:
-        return self._by_id.get(message_id)
+        return self._messages.by_id.get(message_id)
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._messages)
 
     @property
     def history_id(self) -> int:
@@ -429,7 +346,7 @@ class Mailbox:
 
     @property
     def thread_count(self) -> int:
-        return len(self._thread_sizes)
+        return self._messages.thread_count
 
     @property
     def oldest_retained_history_id(self) -> int:
@@ -437,7 +354,7 @@ class Mailbox:
 
     def newest_first(self) -> list[StoredMessage]:
         with self._lock:
-            return list(self._order)
+            return self._messages.newest_first()
 
     def search(
         self,
@@ -451,26 +368,8 @@ class Mailbox:
         """Messages with after_ms <= internalDate < before_ms, carrying every one of `label_ids` and none
         of `excluded_label_ids`, newest first, starting after `cursor` (the (internal_date_ms, sequence)
         of the last message already returned). Returns (remaining matches, total matches for the query)."""
-        required, excluded = set(label_ids), set(excluded_label_ids)
         with self._lock:
-            keys = self._order_keys
-            start = 0 if before_ms is None else bisect.bisect_left(keys, (-(before_ms - 1), -(1 << 62)))
-            stop = len(keys) if after_ms is None else bisect.bisect_right(keys, (-after_ms, 1 << 62))
-            stop = max(start, stop)
-            begin = start
-            if cursor is not None:
-                begin = max(start, bisect.bisect_right(keys, (-cursor[0], -cursor[1])))
-            matches = self._order[begin:stop]
-            total = stop - start
-            if required or excluded:
-
-                def wanted(message: StoredMessage) -> bool:
-                    labels = message.label_ids
-                    return required.issubset(labels) and excluded.isdisjoint(labels)
-
-                matches = [message for message in matches if wanted(message)]
-                total = sum(1 for message in self._order[start:stop] if wanted(message))
-        return matches, total
+            return self._messages.search(after_ms, before_ms, label_ids, cursor, excluded_label_ids)
 
     def history(
         self,
@@ -509,10 +408,6 @@ class Mailbox:
             self._history.retention = records
             if records is not None:
                 self._history.expire_before(self._history_id - records)
-
-
-def _order_key(message: StoredMessage) -> tuple[int, int]:
-    return (-message.internal_date_ms, -message.sequence)
 
 
 def _batch_ids(message_ids: Iterable[str]) -> list[str]:
