@@ -4,16 +4,23 @@ google-api-python-client. Every response is validated against Gmail's discovery 
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from googleapiclient.discovery import Resource
+from google.oauth2.credentials import Credentials
+from googleapiclient.discovery import Resource, build
 from googleapiclient.errors import HttpError
+from typer.testing import CliRunner
 
+from emailsync.cli import EXIT_BAD_INPUT, app
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
+from emailsync.local.processes import free_port, stop_process_group
 from tests.integration.test_gmail_server import NEW_MESSAGE, TOKEN, gmail_service
 
 pytestmark = pytest.mark.integration
@@ -225,3 +232,40 @@ def test_change_listeners_hear_every_change_with_the_new_history_id(
 
     assert heard == [(address, start + 1), (address, start + 4), (address, start + 5)]
     assert own_listener == [start + 1, start + 4, start + 5]
+
+
+def test_cli_history_retention_flag_serves_only_the_newest_records(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-c", "from emailsync.cli import main; main()", "gmail-server"]
+    mbox = Path(__file__).parents[2] / "samples" / "sample.mbox"
+    bad = CliRunner().invoke(app, ["gmail-server", "--mbox", str(mbox), "--history-retention", "0"])
+    assert bad.exit_code == EXIT_BAD_INPUT and "--history-retention must be at least 1" in bad.output
+
+    process = subprocess.Popen(
+        [*command, "--mbox", str(mbox), "--port", str(port), "--history-retention", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert b"Local Gmail API server on" in process.stdout.readline()
+        service = build(
+            "gmail",
+            "v1",
+            credentials=Credentials(token="cli-user"),
+            static_discovery=True,
+            client_options={"api_endpoint": f"http://127.0.0.1:{port}/"},
+            cache_discovery=False,
+        )
+        start = int(current_history_id(service))
+        first = service.users().messages().list(userId="me", maxResults=4).execute()["messages"]
+        for message in first:
+            service.users().messages().trash(userId="me", id=message["id"]).execute()
+
+        assert len(history(service, str(start + 1))) == 3
+        with pytest.raises(HttpError) as expired:
+            history(service, str(start))
+        assert expired.value.resp.status == 404
+    finally:
+        stop_process_group(process)
