@@ -223,7 +223,7 @@ class GmailApiServer:
         self._users.alias(token, user_token)
 
     def user_of(self, token: str) -> str:
-        """The user key `token` acts for: itself unless aliased. Quota buckets are per token."""
+        """The user key `token` acts for: itself unless aliased (quota buckets are per user)."""
         return self._users.user_of(token)
 
     def add_change_listener(self, listener: UserChangeListener) -> None:
@@ -409,9 +409,10 @@ class GmailApiServer:
         cost = self._method_costs[api_method]
         with self._lock:
             if rate:
-                bucket = self._buckets.get(token)
+                user = self._users.user_of(token)  # Gmail's quota is per user, whichever token
+                bucket = self._buckets.get(user)
                 if bucket is None:
-                    bucket = self._buckets[token] = TokenBucket(rate)
+                    bucket = self._buckets[user] = TokenBucket(rate)
                 bucket.take(cost)
             self._stats.quota_units += cost
 
