@@ -16,7 +16,7 @@ from googleapiclient.http import BatchHttpRequest
 from emailsync.config import QuotaCosts
 from emailsync.local.gmail_server.server import GmailApiServer
 from tests.fixtures.gmail_contract import RecordedResponse, gmail_contract
-from tests.integration.test_gmail_server import NEW_MESSAGE, gmail_service
+from tests.integration.test_gmail_server import NEW_MESSAGE, TOKEN, gmail_service
 
 pytestmark = pytest.mark.integration
 
@@ -193,6 +193,8 @@ def test_marking_spam_takes_a_message_out_of_the_inbox_and_lists(
     trashed = service.users().messages().trash(userId="me", id=message_id).execute()
     assert trashed["labelIds"] == ["UNREAD", "TRASH"]  # trash takes it out of spam
     assert ids_listed(service, q="in:spam") == []
+    delivered = checked_gmail_server.add_message(NEW_MESSAGE, token=TOKEN, label_ids=["SPAM"])
+    assert ids_listed(service, q="in:spam") == [delivered] and delivered not in ids_listed(service)
 
 
 def test_delete_and_batch_delete_remove_messages_for_good(checked_gmail_server: GmailApiServer) -> None:

@@ -48,7 +48,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -240,10 +240,18 @@ class GmailApiServer:
         with self._lock:
             self._revoked.add(token)
 
-    def add_message(self, raw: bytes, token: str | None = None, internal_date_ms: int | None = None) -> str:
-        """Deliver a new message to the token's mailbox; without a token, to the served mailbox and every
-        user forked from it. Returns its id."""
-        return self.mailbox_for(token).add_message(raw, internal_date_ms=internal_date_ms)
+    def add_message(
+        self,
+        raw: bytes,
+        token: str | None = None,
+        internal_date_ms: int | None = None,
+        label_ids: Iterable[str] | None = None,
+    ) -> str:
+        """Deliver a new message (labels default to INBOX + UNREAD) to the token's mailbox; without a
+        token, to the served mailbox and every user forked from it. Returns its id."""
+        return self.mailbox_for(token).add_message(
+            raw, internal_date_ms=internal_date_ms, label_ids=label_ids
+        )
 
     def expire_history_before(self, history_id: int, token: str | None = None) -> None:
         """history.list with an older startHistoryId now answers 404 (token's mailbox; without a token the
