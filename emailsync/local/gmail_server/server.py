@@ -222,9 +222,9 @@ class GmailApiServer:
         """`token` acts as `user_token`'s user from now on (e.g. an access token for its refresh token)."""
         self._users.alias(token, user_token)
 
-    def user_of(self, token: str) -> str:
+    def user_key(self, token: str) -> str:
         """The user key `token` acts for: itself unless aliased (quota buckets are per user)."""
-        return self._users.user_of(token)
+        return self._users.user_key(token)
 
     def add_change_listener(self, listener: UserChangeListener) -> None:
         """Call `listener(mailbox, history_id)` after every change of any user's mailbox, present or future
@@ -417,7 +417,7 @@ class GmailApiServer:
         cost = self._method_costs[api_method]
         with self._lock:
             if rate:
-                user = self._users.user_of(token)  # Gmail's quota is per user, whichever token
+                user = self._users.user_key(token)  # Gmail's quota is per user, whichever token
                 bucket = self._buckets.get(user)
                 if bucket is None:
                     bucket = self._buckets[user] = TokenBucket(rate)
