@@ -269,3 +269,19 @@ def test_cli_history_retention_flag_serves_only_the_newest_records(tmp_path: Pat
         assert expired.value.resp.status == 404
     finally:
         stop_process_group(process)
+
+
+def test_a_user_who_inserted_mail_still_receives_deliveries_to_the_mbox_under_fresh_ids() -> None:
+    mbox = Mailbox.from_raw_messages([NEW_MESSAGE])
+    user = mbox.fork("user@example.com")
+    inserted = user.insert_message(b"Subject: own\r\n\r\nmine\r\n", ["INBOX"], internal_date_ms=5_000)
+
+    delivered = mbox.add_message(b"Subject: news\r\n\r\nfor all\r\n", internal_date_ms=5_000)
+
+    received = [message for message in user.newest_first() if message.raw.startswith(b"Subject: news")]
+    assert len(received) == 1 and received[0].id not in {inserted.id, delivered}  # its sequence was taken
+    assert [m.id for m in user.newest_first()].count(received[0].id) == 1
+    user.delete(received[0].id)
+    user.delete(inserted.id)
+    assert len(user) == 1 and len(mbox) == 2 and mbox.get(delivered) is not None
+    assert [record.deleted for record in user.history(user.history_id - 2)] == [True, True]
