@@ -20,7 +20,8 @@ from emailsync.local.gmail_server.quota import QuotaExceeded, TokenBucket
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 
-pytestmark = pytest.mark.integration
+# every response a test gets from `gmail_server` must also keep Google's contract (discovery document)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("gmail_server_keeps_contract")]
 
 TOKEN = "test-access-token"
 NEW_MESSAGE = (
@@ -445,7 +446,7 @@ def test_profile_reports_address_totals_and_current_history_id(gmail_server: Gma
     profile = gmail_service(gmail_server).users().getProfile(userId="me").execute()
 
     assert profile == {
-        "emailAddress": "me@example.com",
+        "emailAddress": "me+597480d4b6@example.com",  # the token's own user: stable, distinct per token
         "messagesTotal": 300,
         "threadsTotal": gmail_server.mailbox.thread_count,
         "historyId": str(gmail_server.mailbox.history_id),
