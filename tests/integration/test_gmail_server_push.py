@@ -3,13 +3,17 @@ notifications in the real Pub/Sub emulator, pulled from a subscription as a list
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import pytest
+import requests
 from google.cloud import pubsub_v1
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import Resource, build
@@ -17,6 +21,8 @@ from googleapiclient.errors import HttpError
 
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
+from emailsync.local.processes import free_port, stop_process_group
+from tests.fixtures.gmail import SAMPLE_MBOX
 from tests.fixtures.pubsub import PubSubTopic
 
 pytestmark = pytest.mark.integration
@@ -164,3 +170,36 @@ def test_a_failed_publish_is_logged_and_the_mailbox_change_still_happens(
 
     assert len(gmail_server.mailbox_for(TOKEN)) == total + 1
     assert f"publishing to {pubsub_topic.topic} failed" in caplog.text
+
+
+def test_cli_gmail_server_takes_the_token_and_watch_ttls(pubsub_topic: PubSubTopic) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "emailsync.cli", "gmail-server", "--mbox", str(SAMPLE_MBOX)]
+    command += ["--port", str(port), "--access-token-ttl-seconds", "7", "--watch-ttl-seconds", "60"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "emailsync gmail-server exited"
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url + "_stats", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        form = {"grant_type": "refresh_token", "refresh_token": "cli-refresh", "client_id": "cli-client"}
+        token = requests.post(url + "token", data=form, timeout=10).json()
+        before = time.time()
+        watched = requests.post(
+            url + "gmail/v1/users/me/watch",
+            json={"topicName": pubsub_topic.topic},
+            headers={"Authorization": f"Bearer {token['access_token']}"},
+            timeout=30,
+        )
+    finally:
+        stop_process_group(process)
+
+    assert token["expires_in"] == 7
+    assert watched.status_code == 200
+    assert abs(int(watched.json()["expiration"]) - (before + 60) * 1000) < 10_000
