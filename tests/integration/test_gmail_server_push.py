@@ -203,3 +203,20 @@ def test_cli_gmail_server_takes_the_token_and_watch_ttls(pubsub_topic: PubSubTop
     assert token["expires_in"] == 7
     assert watched.status_code == 200
     assert abs(int(watched.json()["expiration"]) - (before + 60) * 1000) < 10_000
+
+
+def test_a_watch_through_an_issued_access_token_covers_its_grant_users_mailbox(
+    gmail_server: GmailApiServer, pubsub_topic: PubSubTopic
+) -> None:
+    gmail_server.add_mailbox("carol", Mailbox.from_raw_messages([], email_address="carol@example.com"))
+    grant = gmail_server.issue_grant("carol")
+    first = watch(gmail_server, pubsub_topic.topic, token=grant.access_token)
+
+    renewed = watch(gmail_server, pubsub_topic.topic, token=grant.access_token)  # renewal: same watch
+    gmail_server.add_message(new_message(1), token="carol")
+
+    assert int(renewed["expiration"]) >= int(first["expiration"])
+    carol = gmail_server.mailbox_for("carol")
+    assert pubsub_topic.pull(timeout=30, until=1) == [
+        {"emailAddress": "carol@example.com", "historyId": carol.history_id}
+    ]
