@@ -25,7 +25,7 @@ from emailsync.local.processes import free_port, stop_process_group
 from tests.fixtures.gmail import SAMPLE_MBOX
 from tests.fixtures.pubsub import PubSubTopic
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("gmail_server_keeps_contract")]
 
 TOKEN = "push-test-token"
 
