@@ -83,6 +83,12 @@ def gmail_server(
     quota_units_per_second: Annotated[float, typer.Option(help="Gmail per-user quota")] = 250.0,
     fail_rate: Annotated[float, typer.Option(help="fraction of requests answered with a 5xx")] = 0.0,
     latency_ms: Annotated[int, typer.Option(help="added latency per request")] = 0,
+    access_token_ttl_seconds: Annotated[
+        float | None, typer.Option(help="issued access tokens expire this long after issue (default 3600)")
+    ] = None,
+    watch_ttl_seconds: Annotated[
+        float | None, typer.Option(help="users.watch expires this long after the call (default 7 days)")
+    ] = None,
     history_retention: Annotated[
         int | None,
         typer.Option(help="history records kept per user; an older startHistoryId gets 404 (default: all)"),
@@ -94,6 +100,10 @@ def gmail_server(
         raise _fail(f"mailbox not found: {mbox}")
     if not 0.0 <= fail_rate <= 1.0:
         raise _fail("--fail-rate must be between 0 and 1")
+    if access_token_ttl_seconds is not None and access_token_ttl_seconds <= 0:
+        raise _fail("--access-token-ttl-seconds must be positive")
+    if watch_ttl_seconds is not None and watch_ttl_seconds <= 0:
+        raise _fail("--watch-ttl-seconds must be positive")
     if history_retention is not None and history_retention < 1:
         raise _fail("--history-retention must be at least 1")
     from emailsync.local.gmail_server.server import run_gmail_server
@@ -106,6 +116,8 @@ def gmail_server(
         fail_rate=fail_rate,
         latency_ms=latency_ms,
         shift_dates=True,
+        access_token_ttl_seconds=access_token_ttl_seconds,
+        watch_ttl_seconds=watch_ttl_seconds,
         history_retention=history_retention,
     )
 

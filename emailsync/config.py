@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     quota_cost_get_profile: int | None = Field(
         None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_GET_PROFILE")
     )
+    quota_cost_watch: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_WATCH")
+    )
+    quota_cost_stop: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_STOP")
+    )
 
     @model_validator(mode="after")
     def _fold_quota_costs(self) -> Settings:

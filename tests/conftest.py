@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.firestore",
     "tests.fixtures.auth",
     "tests.fixtures.gmail",
+    "tests.fixtures.pubsub",
     "tests.fixtures.gmail_contract",
     "tests.fixtures.prefect",
 ]

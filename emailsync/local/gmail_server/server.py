@@ -18,7 +18,9 @@ Served (paths as Google's, under /gmail/v1/users/{userId}):
   GET    history                         history.list (startHistoryId, historyTypes, labelId)
   GET    labels, labels/{id}             labels.list, labels.get;   POST labels: labels.create
   GET    profile                         users.getProfile
+  POST   watch, stop                     users.watch / users.stop (push to the Pub/Sub emulator: `push.py`)
   POST /batch/gmail/v1 (and /batch)      multipart/mixed batch of the above, at most 100 parts
+  POST /token, POST /revoke              OAuth: refresh_token grant, revocation (`oauth.py`)
 
 Semantics worth knowing:
 - `after:`/`before:` take YYYY/MM/DD (UTC midnight — real Gmail uses the account's time zone) or epoch
@@ -30,7 +32,9 @@ Semantics worth knowing:
 - `q` terms: after:, before:, in:, label:, is:(un)read, is:(un)starred, is:important, category:, each
   but the dates negatable with "-"; others → 400. SPAM and TRASH are left out unless includeSpamTrash,
   in:anywhere, or the query names them.
-- Auth: any bearer token is accepted unless `revoke(token)`-ed; no token or a revoked one → 401.
+- Auth: any bearer token is accepted unless revoked; no token or a revoked one → 401. Access tokens issued
+  by `/token` (or `issue_grant()`) expire after `access_token_ttl_seconds` and act as their refresh token's
+  Gmail user; `user_key(token)` is that mapping, used for the mailbox and the quota bucket.
 - Users (`users.py`): every bearer token is its own Gmail user with its own copy (fork) of the served
   mailbox, made on first use, with a stable distinct emailAddress; `add_mailbox(token, mailbox)` serves a
   given mailbox instead. `add_message(raw)` without a token delivers to every user forked from it.
@@ -65,6 +69,8 @@ from emailsync.local.gmail_server.batch import (
     _split_multipart,
 )
 from emailsync.local.gmail_server.http import _Handler, _HttpServer
+from emailsync.local.gmail_server.oauth import REVOKE_PATH, TOKEN_PATH, IssuedGrant, OAuthGrants
+from emailsync.local.gmail_server.push import PushNotifier
 from emailsync.local.gmail_server.query import (
     _bearer_token,
 )
@@ -85,6 +91,9 @@ _LABEL_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/labels/([^/]+)$")
 _ATTACHMENT_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/attachments/([^/]+)$")
 _HISTORY_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/history/?$")
 _PROFILE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/profile/?$")
+_WATCH_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/watch/?$")
+_STOP_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/stop/?$")
+_PUSH_METHODS = ("users.watch", "users.stop")
 _BATCH_PATHS = ("/batch/gmail/v1", "/batch")
 _WRITE_ACTIONS = {
     "modify": writes.messages_modify,
@@ -105,6 +114,7 @@ class ServerStats(BaseModel):
     rate_limited: int = 0  # 429s from the quota (injected 429s count under errors_injected)
     errors_injected: int = 0
     quota_units: int = 0  # units charged for calls that were served
+    token_refreshes: int = 0  # access tokens issued by POST /token
 
 
 class GmailApiServer:
@@ -123,6 +133,9 @@ class GmailApiServer:
         seed: int | None = None,
         max_batch_parts: int = MAX_BATCH_PARTS,
         history_retention: int | None = None,
+        access_token_ttl_seconds: float | None = None,
+        watch_ttl_seconds: float | None = None,
+        pubsub_emulator_host: str | None = None,
     ) -> None:
         self._users = Users(mailbox, history_retention)
         self.host = host
@@ -148,10 +161,13 @@ class GmailApiServer:
             "labels.list": self.costs.labels_list,
             "labels.get": self.costs.labels_get,
             "labels.create": self.costs.labels_create,
+            "users.watch": self.costs.watch,
+            "users.stop": self.costs.stop,
         }
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._revoked: set[str] = set()
+        self.oauth = OAuthGrants(access_token_ttl_seconds)
+        self.push = PushNotifier(watch_ttl_seconds, pubsub_emulator_host)
         self._buckets: dict[str, TokenBucket] = {}
         self._stats = ServerStats()
         self._method_counter: Counter[str] = Counter()
@@ -177,6 +193,7 @@ class GmailApiServer:
 
     def stop(self) -> None:
         self._open.set()  # release calls held by pause()
+        self.push.close()
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -204,6 +221,11 @@ class GmailApiServer:
     def batch_url(self) -> str:
         return self.url + "batch/gmail/v1"
 
+    @property
+    def token_uri(self) -> str:
+        """The OAuth token endpoint (google-auth's `token_uri`, `tokenUri` in providerCredentials)."""
+        return self.url + TOKEN_PATH.lstrip("/")
+
     # -------------------------------------------------------------------------------- control
     @property
     def mailbox(self) -> Mailbox:
@@ -216,15 +238,23 @@ class GmailApiServer:
 
     def mailbox_for(self, token: str | None) -> Mailbox:
         """The mailbox of the token's user, made on first use; None → the served mailbox."""
-        return self._users.mailbox_for(token)
+        return self._users.mailbox_for(None if token is None else self.oauth.user_for(token))
 
     def alias_token(self, token: str, user_token: str) -> None:
         """`token` acts as `user_token`'s user from now on (e.g. an access token for its refresh token)."""
         self._users.alias(token, user_token)
 
     def user_key(self, token: str) -> str:
-        """The user key `token` acts for: itself unless aliased (quota buckets are per user)."""
-        return self._users.user_key(token)
+        """The Gmail user `token` acts for (quota buckets and watches are per user): an access token issued
+        by `/token` → its refresh token's user; then `alias_token`'s mapping; else the token itself."""
+        return self._users.user_key(self.oauth.user_for(token))
+
+    def issue_grant(
+        self, user: str | None = None, *, client_id: str | None = None, client_secret: str | None = None
+    ) -> IssuedGrant:
+        """A refresh token and its first access token for Gmail user `user` (default: a new user), as a
+        consent flow ends; with a client id/secret, `/token` insists on the same ones."""
+        return self.oauth.issue(user, client_id=client_id, client_secret=client_secret)
 
     def add_change_listener(self, listener: UserChangeListener) -> None:
         """Call `listener(mailbox, history_id)` after every change of any user's mailbox, present or future
@@ -236,9 +266,9 @@ class GmailApiServer:
         self._users.set_history_retention(records)
 
     def revoke(self, token: str) -> None:
-        """From now on `token` gets 401 UNAUTHENTICATED, like a user who revoked access."""
-        with self._lock:
-            self._revoked.add(token)
+        """From now on `token` gets 401 UNAUTHENTICATED, like a user who revoked access; a refresh token or
+        an issued access token revokes its whole grant (refresh → `invalid_grant`)."""
+        self.oauth.revoke(token)
 
     def add_message(
         self,
@@ -263,8 +293,9 @@ class GmailApiServer:
         and the history retention stay)."""
         self._users.reset(mailbox)
         with self._lock:
-            self._revoked.clear()
             self._buckets.clear()
+        self.oauth.reset()
+        self.push.reset()
         self._open.set()
         self.reset_stats()
 
@@ -324,9 +355,15 @@ class GmailApiServer:
         if latency_ms:
             time.sleep(latency_ms / 1000)
         self._open.wait()
-        path = urlsplit(target).path
-        if method == "POST" and path.rstrip("/") in _BATCH_PATHS:
+        split = urlsplit(target)
+        if method == "POST" and split.path.rstrip("/") in _BATCH_PATHS:
             return self._handle_batch(headers, body)
+        if method == "POST" and split.path in (TOKEN_PATH, REVOKE_PATH):
+            response = self.oauth.handle(split.path, split.query, headers, body)
+            if split.path == TOKEN_PATH and response.status == 200:
+                with self._lock:
+                    self._stats.token_refreshes += 1
+            return response
         return self._handle_call(method, target, _bearer_token(headers.get("authorization")), body)
 
     def _handle_call(
@@ -344,21 +381,23 @@ class GmailApiServer:
                 "Request is missing required authentication credential. Expected OAuth 2 access token."
             )
             return self._record(api_method, response)
-        with self._lock:
-            revoked = token in self._revoked
-        if revoked:
-            response = _unauthorized("Request had invalid authentication credentials. Invalid Credentials")
-            return self._record(api_method, response)
+        refusal = self.oauth.refusal(token)
+        if refusal is not None:
+            return self._record(api_method, _unauthorized(refusal))
+        user = self.user_key(token)
         injected = self._injected_failure()
         if injected is not None:
             return self._record(api_method, injected, injected=True)
         try:
-            self._charge(token, api_method)
+            self._charge(user, api_method)
         except QuotaExceeded as exceeded:
             retry_after = max(1, math.ceil(exceeded.retry_after_seconds))
             return self._record(api_method, self._rate_limited(retry_after), rate_limited=True)
         try:
-            response = handler(self.mailbox_for(token), params, *path_args)
+            if api_method in _PUSH_METHODS:  # they act on the user's watch, with the request body
+                response = handler(user, self.mailbox_for(user), body)
+            else:
+                response = handler(self.mailbox_for(user), params, *path_args)
         except ValueError as exc:  # bad parameters
             response = error_response(400, str(exc) or "Invalid argument")
         return self._record(api_method, response)
@@ -395,6 +434,10 @@ class GmailApiServer:
                     return "messages.batchDelete", writes.messages_batch_delete, (body,)
             if _LABELS_PATH.match(path):
                 return "labels.create", label_resources.labels_create, (body,)
+            if _WATCH_PATH.match(path):  # push methods get (user, mailbox, body), see _handle_call
+                return "users.watch", self.push.watch, ()
+            if _STOP_PATH.match(path):
+                return "users.stop", self.push.stop, ()
         elif http_method == "DELETE" and (match := _MESSAGE_PATH.match(path)):
             return "messages.delete", writes.messages_delete, (body, match.group(2))
         return None
@@ -495,6 +538,8 @@ def run_gmail_server(
     latency_ms: int,
     shift_dates: bool = True,
     history_retention: int | None = None,
+    access_token_ttl_seconds: float | None = None,
+    watch_ttl_seconds: float | None = None,
 ) -> None:
     """`emailsync gmail-server`: serve `mbox` until Ctrl-C, printing the root URL."""
     mailbox = Mailbox.from_mbox(mbox, shift_dates=shift_dates)
@@ -505,6 +550,8 @@ def run_gmail_server(
         fail_rate=fail_rate,
         latency_ms=latency_ms,
         history_retention=history_retention,
+        access_token_ttl_seconds=access_token_ttl_seconds,
+        watch_ttl_seconds=watch_ttl_seconds,
     )
     with server:
         quota = f"{quota_units_per_second:g} units/s per user" if quota_units_per_second else "unlimited"
