@@ -1,11 +1,15 @@
-"""The multipart/mixed batch codec (Google's batch endpoint: at most 100 parts)."""
+"""Google's batch endpoint: the multipart/mixed codec (at most 100 parts) and the batch request."""
 
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Callable
 from http import HTTPStatus
 
-from emailsync.local.gmail_server.responses import JSON_CONTENT_TYPE, ApiResponse
+from emailsync.local.gmail_server.query import _bearer_token
+from emailsync.local.gmail_server.responses import JSON_CONTENT_TYPE, ApiResponse, error_response
+from emailsync.local.gmail_server.stats import StatsCounters
 
 MAX_BATCH_PARTS = 100
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
@@ -86,3 +90,46 @@ def _batch_part_bytes(boundary: str, response_id: str, response: ApiResponse) ->
     )
     lines.extend([f"Content-Length: {len(response.body)}", "", ""])
     return "\r\n".join(lines).encode("latin-1") + response.body + b"\r\n"
+
+
+def handle_batch(
+    headers: dict[str, str],
+    body: bytes,
+    max_parts: int,
+    handle_call: Callable[[str, str, str | None, bytes], ApiResponse],
+    counters: StatsCounters,
+) -> ApiResponse:
+    """One batch POST: each part is an API call of its own (`handle_call(method, target, token, body)`),
+    answered in its own part; a part without a token uses the batch request's."""
+    counters.count_batch_request()
+    match = _BOUNDARY.search(headers.get("content-type", ""))
+    if match is None or not headers.get("content-type", "").lower().startswith("multipart/"):
+        return error_response(400, "Batch requests must be multipart/mixed with a boundary")
+    try:
+        parts = _split_multipart(body, match.group(1).encode("latin-1"))
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    if len(parts) > max_parts:
+        return error_response(
+            400, f"Too many requests in batch: {len(parts)} (at most {max_parts} are allowed)"
+        )
+    outer_token = _bearer_token(headers.get("authorization"))
+    boundary = "batch_" + secrets.token_hex(12)
+    chunks: list[bytes] = []
+    for index, part in enumerate(parts):
+        counters.count_batch_part()
+        content_id, inner = _parse_batch_part(part)
+        if inner is None:
+            response = error_response(400, "Malformed batch part: expected an application/http request")
+        else:
+            method, target, inner_headers, inner_body = inner
+            token = _bearer_token(inner_headers.get("authorization")) or outer_token
+            response = handle_call(method, target, token, inner_body)
+        response_id = f"response-{content_id}" if content_id else f"response-{index + 1}"
+        chunks.append(_batch_part_bytes(boundary, response_id, response))
+    chunks.append(f"--{boundary}--\r\n".encode("ascii"))
+    return ApiResponse(
+        status=200,
+        body=b"".join(chunks),
+        headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
+    )

@@ -1,9 +1,11 @@
-"""Gmail's per-user quota: a token bucket per bearer token."""
+"""Gmail's per-user quota: what each API method costs, and a token bucket per user."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
+from emailsync.config import QuotaCosts
 
 
 class QuotaExceeded(Exception):
@@ -32,3 +34,26 @@ class TokenBucket:
             self.tokens -= cost
             return
         raise QuotaExceeded((min(cost, self.capacity) - self.tokens) / self.rate)
+
+
+def method_costs(costs: QuotaCosts) -> dict[str, int]:
+    """Quota units of each API method the server routes."""
+    return {
+        "messages.get": costs.messages_get,
+        "messages.list": costs.messages_list,
+        "history.list": costs.history_list,
+        "getProfile": costs.get_profile,
+        "messages.attachments.get": costs.messages_get,  # Gmail charges it like messages.get
+        "messages.insert": costs.messages_insert,
+        "messages.modify": costs.messages_modify,
+        "messages.trash": costs.messages_trash,
+        "messages.untrash": costs.messages_untrash,
+        "messages.delete": costs.messages_delete,
+        "messages.batchModify": costs.messages_batch_modify,
+        "messages.batchDelete": costs.messages_batch_delete,
+        "labels.list": costs.labels_list,
+        "labels.get": costs.labels_get,
+        "labels.create": costs.labels_create,
+        "users.watch": costs.watch,
+        "users.stop": costs.stop,
+    }

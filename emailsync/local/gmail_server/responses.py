@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -45,6 +47,13 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 def _unauthorized(message: str) -> ApiResponse:
     return error_response(401, message, {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'})
+
+
+def rate_limit_exceeded(retry_after_seconds: int) -> ApiResponse:
+    """Gmail's per-user 429, with the time to retry at in the message and a Retry-After header."""
+    retry_at = datetime.fromtimestamp(time.time() + retry_after_seconds, UTC)
+    message = f"User-rate limit exceeded.  Retry after {retry_at.isoformat(timespec='milliseconds')}"
+    return error_response(429, message.replace("+00:00", "Z"), {"Retry-After": str(retry_after_seconds)})
 
 
 def _not_found() -> ApiResponse:

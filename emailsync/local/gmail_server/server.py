@@ -1,26 +1,13 @@
 """A local Gmail-API-compatible HTTP server backed by a `Mailbox` (for tests, benchmarks and the demo).
 
-This module holds the server (auth, quota charging, routing, stats); beside it: `http` (the HTTP layer),
-`resources` (the API methods), `batch` (the multipart codec), `query` (q, page tokens), `quota`
-(the per-user token bucket) and `responses` (Google-shaped answers and errors).
+This module holds the server (its lifecycle, the control API tests use, auth and quota charging per
+call); beside it: `routes` (what it serves: path → API method), `http` (the HTTP layer), `resources`,
+`writes` and `label_resources` (the API methods), `batch` (the batch endpoint and its multipart codec),
+`query` (q, page tokens), `quota` (method costs, the per-user token bucket), `stats` (`ServerStats`),
+`responses` (Google-shaped answers and errors), `users`, `oauth` and `push`.
 
 The real google-api-python-client talks to it unchanged: build the service with
 `client_options={"api_endpoint": server.url}` and send batches to `server.url + "batch/gmail/v1"`.
-
-Served (paths as Google's, under /gmail/v1/users/{userId}):
-  GET    messages                        messages.list (q, labelIds, includeSpamTrash, maxResults, pageToken)
-  POST   messages                        messages.insert ({"raw", "labelIds"}, internalDateSource)
-  GET    messages/{id}                   messages.get (format raw|full|metadata|minimal)
-  DELETE messages/{id}                   messages.delete
-  POST   messages/{id}/modify|trash|untrash          messages.modify / trash / untrash
-  POST   messages/batchModify|batchDelete            messages.batchModify / batchDelete
-  GET    messages/{id}/attachments/{attachmentId}    messages.attachments.get
-  GET    history                         history.list (startHistoryId, historyTypes, labelId)
-  GET    labels, labels/{id}             labels.list, labels.get;   POST labels: labels.create
-  GET    profile                         users.getProfile
-  POST   watch, stop                     users.watch / users.stop (push to the Pub/Sub emulator: `push.py`)
-  POST /batch/gmail/v1 (and /batch)      multipart/mixed batch of the above, at most 100 parts
-  POST /token, POST /revoke              OAuth: refresh_token grant, revocation (`oauth.py`)
 
 Semantics worth knowing:
 - `after:`/`before:` take YYYY/MM/DD (UTC midnight — real Gmail uses the account's time zone) or epoch
@@ -46,75 +33,34 @@ from __future__ import annotations
 
 import math
 import random
-import re
-import secrets
 import signal
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import BaseModel
-
 from emailsync.config import QuotaCosts
-from emailsync.local.gmail_server import label_resources, resources, writes
-from emailsync.local.gmail_server.batch import (
-    _BOUNDARY,
-    MAX_BATCH_PARTS,
-    _batch_part_bytes,
-    _parse_batch_part,
-    _split_multipart,
-)
+from emailsync.local.gmail_server.batch import MAX_BATCH_PARTS, handle_batch
 from emailsync.local.gmail_server.http import _Handler, _HttpServer
 from emailsync.local.gmail_server.oauth import REVOKE_PATH, TOKEN_PATH, IssuedGrant, OAuthGrants
 from emailsync.local.gmail_server.push import PushNotifier
 from emailsync.local.gmail_server.query import (
     _bearer_token,
 )
-from emailsync.local.gmail_server.quota import QuotaExceeded, TokenBucket
+from emailsync.local.gmail_server.quota import QuotaExceeded, TokenBucket, method_costs
 from emailsync.local.gmail_server.responses import (
     ApiResponse,
     _unauthorized,
     error_response,
+    rate_limit_exceeded,
 )
+from emailsync.local.gmail_server.routes import BATCH_PATHS, PUSH_METHODS, resolve, route_table
+from emailsync.local.gmail_server.stats import STATS_PATH, ServerStats, StatsCounters
 from emailsync.local.gmail_server.users import UserChangeListener, Users
 from emailsync.local.mailbox import Mailbox
 
-_MESSAGES_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/?$")
-_MESSAGE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)$")
-_MESSAGE_ACTION_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/(modify|trash|untrash)$")
-_LABELS_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/labels/?$")
-_LABEL_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/labels/([^/]+)$")
-_ATTACHMENT_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/attachments/([^/]+)$")
-_HISTORY_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/history/?$")
-_PROFILE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/profile/?$")
-_WATCH_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/watch/?$")
-_STOP_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/stop/?$")
-_PUSH_METHODS = ("users.watch", "users.stop")
-_BATCH_PATHS = ("/batch/gmail/v1", "/batch")
-_WRITE_ACTIONS = {
-    "modify": writes.messages_modify,
-    "trash": writes.messages_trash,
-    "untrash": writes.messages_untrash,
-}
-STATS_PATH = "/_stats"  # GET: ServerStats as JSON (admin, for out-of-process callers)
-
-
-class ServerStats(BaseModel):
-    """A snapshot of what the server has seen since start (or the last `reset_stats()`)."""
-
-    http_requests: int = 0
-    batch_requests: int = 0
-    batch_parts: int = 0
-    requests_by_method: dict[str, int] = {}  # API calls, batch parts included
-    responses_by_status: dict[int, int] = {}  # API call outcomes, batch parts included
-    rate_limited: int = 0  # 429s from the quota (injected 429s count under errors_injected)
-    errors_injected: int = 0
-    quota_units: int = 0  # units charged for calls that were served
-    token_refreshes: int = 0  # access tokens issued by POST /token
+__all__ = ["STATS_PATH", "GmailApiServer", "ServerStats", "run_gmail_server"]
 
 
 class GmailApiServer:
@@ -145,33 +91,14 @@ class GmailApiServer:
         self.fail_rate = fail_rate
         self.latency_ms = latency_ms
         self.max_batch_parts = max_batch_parts
-        self._method_costs = {
-            "messages.get": self.costs.messages_get,
-            "messages.list": self.costs.messages_list,
-            "history.list": self.costs.history_list,
-            "getProfile": self.costs.get_profile,
-            "messages.attachments.get": self.costs.messages_get,  # Gmail charges it like messages.get
-            "messages.insert": self.costs.messages_insert,
-            "messages.modify": self.costs.messages_modify,
-            "messages.trash": self.costs.messages_trash,
-            "messages.untrash": self.costs.messages_untrash,
-            "messages.delete": self.costs.messages_delete,
-            "messages.batchModify": self.costs.messages_batch_modify,
-            "messages.batchDelete": self.costs.messages_batch_delete,
-            "labels.list": self.costs.labels_list,
-            "labels.get": self.costs.labels_get,
-            "labels.create": self.costs.labels_create,
-            "users.watch": self.costs.watch,
-            "users.stop": self.costs.stop,
-        }
+        self._method_costs = method_costs(self.costs)
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self.oauth = OAuthGrants(access_token_ttl_seconds)
         self.push = PushNotifier(watch_ttl_seconds, pubsub_emulator_host)
+        self._routes = route_table(self.push)
         self._buckets: dict[str, TokenBucket] = {}
-        self._stats = ServerStats()
-        self._method_counter: Counter[str] = Counter()
-        self._status_counter: Counter[int] = Counter()
+        self._counters = StatsCounters()
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._open = threading.Event()  # cleared by pause(): Gmail calls wait, as behind a slow network
@@ -328,19 +255,10 @@ class GmailApiServer:
 
     @property
     def stats(self) -> ServerStats:
-        with self._lock:
-            return self._stats.model_copy(
-                update={
-                    "requests_by_method": dict(self._method_counter),
-                    "responses_by_status": dict(self._status_counter),
-                }
-            )
+        return self._counters.snapshot()
 
     def reset_stats(self) -> None:
-        with self._lock:
-            self._stats = ServerStats()
-            self._method_counter.clear()
-            self._status_counter.clear()
+        self._counters.reset()
 
     # ------------------------------------------------------------------------------- handling
     def handle_http(self, method: str, target: str, headers: dict[str, str], body: bytes) -> ApiResponse:
@@ -349,20 +267,20 @@ class GmailApiServer:
             # Admin route, not part of the Gmail API: lets a bench read the stats of a server running in
             # another process. Not counted in the stats it reports.
             return ApiResponse(200, self.stats.model_dump_json().encode())
+        self._counters.count_http_request()
         with self._lock:
-            self._stats.http_requests += 1
             latency_ms = self.latency_ms
         if latency_ms:
             time.sleep(latency_ms / 1000)
         self._open.wait()
         split = urlsplit(target)
-        if method == "POST" and split.path.rstrip("/") in _BATCH_PATHS:
-            return self._handle_batch(headers, body)
+        if method == "POST" and split.path.rstrip("/") in BATCH_PATHS:
+            # each part goes through `_handle_call`, as a direct call does
+            return handle_batch(headers, body, self.max_batch_parts, self._handle_call, self._counters)
         if method == "POST" and split.path in (TOKEN_PATH, REVOKE_PATH):
             response = self.oauth.handle(split.path, split.query, headers, body)
             if split.path == TOKEN_PATH and response.status == 200:
-                with self._lock:
-                    self._stats.token_refreshes += 1
+                self._counters.count_token_refresh()
             return response
         return self._handle_call(method, target, _bearer_token(headers.get("authorization")), body)
 
@@ -372,7 +290,7 @@ class GmailApiServer:
         split = urlsplit(target)
         path = unquote(split.path)
         params = parse_qs(split.query, keep_blank_values=True)
-        route = self._route(http_method, path, body)
+        route = resolve(self._routes, http_method, path, body)
         if route is None:
             return self._record(None, error_response(404, f"Unknown method or path: {http_method} {path}"))
         api_method, handler, path_args = route
@@ -392,55 +310,15 @@ class GmailApiServer:
             self._charge(user, api_method)
         except QuotaExceeded as exceeded:
             retry_after = max(1, math.ceil(exceeded.retry_after_seconds))
-            return self._record(api_method, self._rate_limited(retry_after), rate_limited=True)
+            return self._record(api_method, rate_limit_exceeded(retry_after), rate_limited=True)
         try:
-            if api_method in _PUSH_METHODS:  # they act on the user's watch, with the request body
+            if api_method in PUSH_METHODS:  # they act on the user's watch, with the request body
                 response = handler(user, self.mailbox_for(user), body)
             else:
                 response = handler(self.mailbox_for(user), params, *path_args)
         except ValueError as exc:  # bad parameters
             response = error_response(400, str(exc) or "Invalid argument")
         return self._record(api_method, response)
-
-    def _route(
-        self, http_method: str, path: str, body: bytes
-    ) -> tuple[str, Callable[..., ApiResponse], tuple[bytes | str, ...]] | None:
-        """(API method name, handler, arguments after (mailbox, params)). Writes take the body first."""
-        if http_method == "GET":
-            if match := _MESSAGE_PATH.match(path):
-                return "messages.get", resources.messages_get, (match.group(2),)
-            if match := _ATTACHMENT_PATH.match(path):
-                return "messages.attachments.get", resources.attachments_get, (match.group(2), match.group(3))
-            if _MESSAGES_PATH.match(path):
-                return "messages.list", resources.messages_list, ()
-            if _HISTORY_PATH.match(path):
-                return "history.list", resources.history_list, ()
-            if _PROFILE_PATH.match(path):
-                return "getProfile", resources.get_profile, ()
-            if _LABELS_PATH.match(path):
-                return "labels.list", label_resources.labels_list, ()
-            if match := _LABEL_PATH.match(path):
-                return "labels.get", label_resources.labels_get, (match.group(2),)
-        elif http_method == "POST":
-            if _MESSAGES_PATH.match(path):
-                return "messages.insert", writes.messages_insert, (body,)
-            if match := _MESSAGE_ACTION_PATH.match(path):
-                action = match.group(3)
-                return f"messages.{action}", _WRITE_ACTIONS[action], (body, match.group(2))
-            if match := _MESSAGE_PATH.match(path):
-                if match.group(2) == "batchModify":
-                    return "messages.batchModify", writes.messages_batch_modify, (body,)
-                if match.group(2) == "batchDelete":
-                    return "messages.batchDelete", writes.messages_batch_delete, (body,)
-            if _LABELS_PATH.match(path):
-                return "labels.create", label_resources.labels_create, (body,)
-            if _WATCH_PATH.match(path):  # push methods get (user, mailbox, body), see _handle_call
-                return "users.watch", self.push.watch, ()
-            if _STOP_PATH.match(path):
-                return "users.stop", self.push.stop, ()
-        elif http_method == "DELETE" and (match := _MESSAGE_PATH.match(path)):
-            return "messages.delete", writes.messages_delete, (body, match.group(2))
-        return None
 
     def _injected_failure(self) -> ApiResponse | None:
         if self.fail_rate <= 0:
@@ -450,7 +328,7 @@ class GmailApiServer:
                 return None
             status = self._random.choice((500, 503, 429))
         if status == 429:
-            return self._rate_limited(1)
+            return rate_limit_exceeded(1)
         if status == 503:
             return error_response(503, "The service is currently unavailable.")
         return error_response(500, "Internal error encountered.")
@@ -465,13 +343,7 @@ class GmailApiServer:
                 if bucket is None:
                     bucket = self._buckets[user] = TokenBucket(rate)
                 bucket.take(cost)
-            self._stats.quota_units += cost
-
-    @staticmethod
-    def _rate_limited(retry_after_seconds: int) -> ApiResponse:
-        retry_at = datetime.fromtimestamp(time.time() + retry_after_seconds, UTC)
-        message = f"User-rate limit exceeded.  Retry after {retry_at.isoformat(timespec='milliseconds')}"
-        return error_response(429, message.replace("+00:00", "Z"), {"Retry-After": str(retry_after_seconds)})
+        self._counters.count_quota_units(cost)
 
     def _record(
         self,
@@ -481,53 +353,8 @@ class GmailApiServer:
         rate_limited: bool = False,
         injected: bool = False,
     ) -> ApiResponse:
-        with self._lock:
-            if api_method is not None:
-                self._method_counter[api_method] += 1
-            self._status_counter[response.status] += 1
-            if rate_limited:
-                self._stats.rate_limited += 1
-            if injected:
-                self._stats.errors_injected += 1
+        self._counters.record(api_method, response.status, rate_limited=rate_limited, injected=injected)
         return response
-
-    # ------------------------------------------------------------------------------- methods
-    def _handle_batch(self, headers: dict[str, str], body: bytes) -> ApiResponse:
-        with self._lock:
-            self._stats.batch_requests += 1
-            self._method_counter["batch"] += 1
-        match = _BOUNDARY.search(headers.get("content-type", ""))
-        if match is None or not headers.get("content-type", "").lower().startswith("multipart/"):
-            return error_response(400, "Batch requests must be multipart/mixed with a boundary")
-        try:
-            parts = _split_multipart(body, match.group(1).encode("latin-1"))
-        except ValueError as exc:
-            return error_response(400, str(exc))
-        if len(parts) > self.max_batch_parts:
-            return error_response(
-                400, f"Too many requests in batch: {len(parts)} (at most {self.max_batch_parts} are allowed)"
-            )
-        outer_token = _bearer_token(headers.get("authorization"))
-        boundary = "batch_" + secrets.token_hex(12)
-        chunks: list[bytes] = []
-        for index, part in enumerate(parts):
-            with self._lock:
-                self._stats.batch_parts += 1
-            content_id, inner = _parse_batch_part(part)
-            if inner is None:
-                response = error_response(400, "Malformed batch part: expected an application/http request")
-            else:
-                method, target, inner_headers, inner_body = inner
-                token = _bearer_token(inner_headers.get("authorization")) or outer_token
-                response = self._handle_call(method, target, token, inner_body)
-            response_id = f"response-{content_id}" if content_id else f"response-{index + 1}"
-            chunks.append(_batch_part_bytes(boundary, response_id, response))
-        chunks.append(f"--{boundary}--\r\n".encode("ascii"))
-        return ApiResponse(
-            status=200,
-            body=b"".join(chunks),
-            headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
-        )
 
 
 def run_gmail_server(
