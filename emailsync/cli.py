@@ -175,7 +175,13 @@ def progress_table(docs: list[SyncProgress]) -> Table:
         table.add_column(column, overflow="fold")
     table.add_column("updatedAt")
     table.add_column("error", overflow="fold", style="red")
-    colours = {"pending": "yellow", "in_progress": "cyan", "completed": "green", "failed": "red"}
+    colours = {
+        "pending": "yellow",
+        "in_progress": "cyan",
+        "completed": "green",
+        "failed": "red",
+        "skipped": "dim",
+    }
     for doc in docs:
         details = doc.details
         estimate = details.emails_total_estimate
