@@ -3,6 +3,7 @@ reopening its document, retention (`expireAt`) and a pending sync whose run neve
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -120,3 +121,31 @@ def test_a_pending_sync_whose_run_never_started_is_failed_with_the_reason(
     writer.create_pending("sync-stale", "alice", "smiths", "alice-gmail", reopen=True)
     writer.start("sync-stale", SyncMode.BACKFILL)
     assert stored(firestore_client, "sync-stale")["status"] == "in_progress"
+
+
+def test_the_watcher_fails_pending_syncs_whose_run_never_started(
+    writer: ProgressWriter, firestore_client: firestore.Client
+) -> None:
+    from deployments.launchers import InProcessLauncher
+    from deployments.watcher import GmailConnectWatcher
+
+    create(writer, "sync-never-started")
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    firestore_client.collection("syncProgress").document("sync-never-started").update(
+        {"updatedAt": an_hour_ago}
+    )
+    watcher = GmailConnectWatcher(
+        firestore_client,
+        launcher=InProcessLauncher(max_workers=1),
+        progress_writer=writer,
+        pending_start_timeout=timedelta(minutes=15),
+        pending_sweep_interval=0.2,
+    )
+    with watcher:
+        deadline = time.monotonic() + 20
+        while stored(firestore_client, "sync-never-started")["status"] == "pending":
+            assert time.monotonic() < deadline, "the watcher never swept the stale pending sync"
+            time.sleep(0.1)
+
+    document = stored(firestore_client, "sync-never-started")
+    assert document["status"] == "failed" and "did not start within 900 s" in document["error"]
