@@ -79,6 +79,20 @@ def test_a_retried_run_reopens_its_failed_document_keeping_progress_and_counting
         writer.create_pending("sync-retried", "alice", "smiths", "alice-gmail", reopen=True)
 
 
+def test_a_retried_crashed_run_reopens_the_in_progress_document_its_dead_worker_left(
+    writer: ProgressWriter, firestore_client: firestore.Client
+) -> None:
+    create(writer, "sync-crashed")
+    writer.start("sync-crashed", SyncMode.BACKFILL, "run-9", 100)
+    writer.update("sync-crashed", 30)  # then the worker was killed: the document stays in_progress
+
+    writer.create_pending("sync-crashed", "alice", "smiths", "alice-gmail", reopen=True)
+
+    document = stored(firestore_client, "sync-crashed")
+    assert (document["status"], document["progress"]) == ("pending", 30)
+    assert document["details"]["attempt"] == 2 and document["details"]["reopenedFrom"] == "in_progress"
+
+
 def test_every_document_carries_expire_at_and_failed_ones_are_kept_longer(
     writer: ProgressWriter, firestore_client: firestore.Client
 ) -> None:
