@@ -234,7 +234,9 @@ class ProgressWriter:
             stored = snapshot.to_dict() or {}
             current = stored_status(stored)
             if current is SyncStatus.PENDING:
-                return None
+                # Its run is starting: touched, so the stale-pending sweep (which only fails documents
+                # untouched for its timeout) cannot fail it between here and `start`.
+                return {"updatedAt": firestore.SERVER_TIMESTAMP} if reopen else None
             if not (reopen and current in REOPENABLE):
                 raise IllegalTransitionError(sync_id, current, SyncStatus.PENDING)
             attempt = int((stored.get("details") or {}).get("attempt") or 1) + 1

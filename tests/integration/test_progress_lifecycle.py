@@ -131,6 +131,12 @@ def test_a_pending_sync_whose_run_never_started_is_failed_with_the_reason(
     assert days_from_now(stale["expireAt"]) > get_settings().progress_retention_days
     assert stored(firestore_client, "sync-fresh")["status"] == "pending"
     assert stored(firestore_client, "sync-running")["status"] == "in_progress"
+    # A stale pending document whose run is just starting is claimed by it, so the sweep leaves it be.
+    create(writer, "sync-late")
+    firestore_client.collection("syncProgress").document("sync-late").update({"updatedAt": an_hour_ago})
+    writer.create_pending("sync-late", "alice", "smiths", "alice-gmail", reopen=True)
+    assert writer.fail_stale_pending(older_than_seconds=600) == []
+    assert stored(firestore_client, "sync-late")["status"] == "pending"
     # The run starts after all: it reopens the document instead of failing on it.
     writer.create_pending("sync-stale", "alice", "smiths", "alice-gmail", reopen=True)
     writer.start("sync-stale", SyncMode.BACKFILL)
