@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-unit test-integration test-browser bench lint fmt clean web browser-deps
+.PHONY: setup demo test test-unit test-integration test-browser bench lint fmt clean web browser-deps deploy
 
 setup: $(STAMP)
 
@@ -39,6 +39,12 @@ test-browser: setup web browser-deps
 
 bench: setup
 	$(PY) -m bench.run
+
+# Production deploy against PREFECT_API_URL: both deployments of prefect.yaml (EMAILSYNC_HOME = the
+# checkout's path on the workers), then the automation on failed / crashed email-sync runs.
+deploy: setup
+	$(VENV)/bin/prefect --no-prompt deploy --all
+	$(VENV)/bin/emailsync automations install
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -30,6 +30,7 @@ def serve(with_watcher: bool = True, limit: int | None = 8) -> None:
     """Serve until interrupted. `limit` caps concurrent flow runs in this process."""
     from prefect import serve as prefect_serve
 
+    from deployments.automations import install_automations
     from deployments.watcher import DeploymentLauncher, GmailConnectWatcher
     from flows.email_sync import email_sync
     from flows.periodic_sync import periodic_email_sync
@@ -47,6 +48,10 @@ def serve(with_watcher: bool = True, limit: int | None = 8) -> None:
         )
         for spec in DEPLOYMENTS
     ]
+    try:  # operators hear of failed or crashed syncs (deployments/automations.py)
+        install_automations()
+    except Exception as exc:
+        logger.warning("could not install the Prefect automation: %s", exc)
     watcher = None
     if with_watcher:
         # Register the deployments before the watcher's catch-up can ask for runs of them; the runs

@@ -84,6 +84,8 @@ class GmailConnectWatcher:
         resubscribe_max_delay: float = 30.0,
         health_check_interval: float = 0.5,
         stale_pending_after: timedelta | None = None,
+        pending_start_timeout: timedelta | None = None,
+        pending_sweep_interval: float = 60.0,
         on_decision: Callable[[WatcherDecision], None] | None = None,
     ) -> None:
         self.client = client or get_firestore_client()
@@ -97,6 +99,12 @@ class GmailConnectWatcher:
         self.stale_pending_after = stale_pending_after or timedelta(
             seconds=get_settings().lease_timeout_seconds
         )
+        # A pending doc whose run has not started after this is failed, with the reason.
+        self.pending_start_timeout = pending_start_timeout or timedelta(
+            seconds=get_settings().pending_start_timeout_seconds
+        )
+        self.pending_sweep_interval = pending_sweep_interval
+        self._last_pending_sweep = float("-inf")
         self.on_decision = on_decision
 
         # The recent decisions (bounded: a watcher runs for months), for tests, the demo and debugging.
@@ -181,9 +189,21 @@ class GmailConnectWatcher:
         # so nobody is told): `_closed` is the only reliable sign; `is_active` covers a dead consumer.
         return bool(getattr(watch, "_closed", False)) or not watch.is_active
 
+    def sweep_stale_pending(self) -> list[str]:
+        """Fail the pending documents whose flow run never started (`ProgressWriter.fail_stale_pending`);
+        the supervisor calls it every `pending_sweep_interval` seconds."""
+        self._last_pending_sweep = time.monotonic()
+        try:
+            return self.progress.fail_stale_pending(self.pending_start_timeout.total_seconds())
+        except Exception as exc:  # Firestore briefly unreachable: the next sweep tries again
+            logger.warning("sweeping stale pending syncs failed: %s", exc)
+            return []
+
     def _supervise(self) -> None:
         delay = self.resubscribe_initial_delay
         while not self._stop.wait(self.health_check_interval):
+            if time.monotonic() - self._last_pending_sweep >= self.pending_sweep_interval:
+                self.sweep_stale_pending()
             if not (self._callback_failed.is_set() or self._watch_is_dead()):
                 delay = self.resubscribe_initial_delay
                 continue

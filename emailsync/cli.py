@@ -195,7 +195,13 @@ def progress_table(docs: list[SyncProgress]) -> Table:
         table.add_column(column, overflow="fold")
     table.add_column("updatedAt")
     table.add_column("error", overflow="fold", style="red")
-    colours = {"pending": "yellow", "in_progress": "cyan", "completed": "green", "failed": "red"}
+    colours = {
+        "pending": "yellow",
+        "in_progress": "cyan",
+        "completed": "green",
+        "failed": "red",
+        "skipped": "dim",
+    }
     for doc in docs:
         details = doc.details
         estimate = details.emails_total_estimate
@@ -306,6 +312,27 @@ def user_create(
             f"could not create {email}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
     _out().print(f"user {user.uid} ({user.email}) claims {user.claims}")
+
+
+automations_app = typer.Typer(help="The Prefect automation kept in deployments/automations.py.")
+app.add_typer(automations_app, name="automations")
+
+
+@automations_app.command("install")
+def automations_install(
+    webhook_url: Annotated[
+        str | None, typer.Option(help="where failures are POSTed (default: EMAILSYNC_ALERT_WEBHOOK_URL)")
+    ] = None,
+) -> None:
+    """Create or update the automation on failed / crashed email-sync runs (PREFECT_API_URL's server)."""
+    from deployments.automations import FAILED_SYNC_AUTOMATION, install_automations
+
+    try:
+        automation_id = install_automations(webhook_url)
+    except Exception as exc:  # unreachable Prefect API: one line
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _fail(f"could not install the automation: {first_line}") from None
+    _out().print(f"automation {FAILED_SYNC_AUTOMATION!r} installed ({automation_id})")
 
 
 def main() -> None:

@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     quota_units_per_second: float = Field(250.0, validation_alias=_env("EMAILSYNC_QUOTA_UNITS_PER_SECOND"))
     quota_costs: QuotaCosts = Field(default_factory=QuotaCosts)
     lease_timeout_seconds: float = Field(300.0, validation_alias=_env("EMAILSYNC_LEASE_TIMEOUT_SECONDS"))
+    # syncProgress retention (the `expireAt` of Firestore's TTL policy): completed and skipped documents,
+    # then failed (and never finished) ones, kept longer for whoever looks into the failure.
+    progress_retention_days: float = Field(30.0, validation_alias=_env("EMAILSYNC_PROGRESS_RETENTION_DAYS"))
+    failed_progress_retention_days: float = Field(
+        90.0, validation_alias=_env("EMAILSYNC_FAILED_PROGRESS_RETENTION_DAYS")
+    )
+    # A pending document whose flow run has not started within this becomes failed (the watcher sweeps).
+    pending_start_timeout_seconds: float = Field(
+        900.0, validation_alias=_env("EMAILSYNC_PENDING_START_TIMEOUT_SECONDS")
+    )
+    # Where the Prefect automation on failed / crashed email-sync runs posts (unset: it only records
+    # the event in Prefect; see deployments/automations.py).
+    alert_webhook_url: str | None = Field(None, validation_alias=_env("EMAILSYNC_ALERT_WEBHOOK_URL"))
     prefect_api_url: str | None = Field(None, validation_alias=_env("PREFECT_API_URL"))
     local_backend: LocalBackend = Field(
         DEFAULT_LOCAL_BACKEND, validation_alias=_env("EMAILSYNC_LOCAL_BACKEND")

@@ -136,10 +136,14 @@ class SyncStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     FAILED = "failed"
+    # A duplicate trigger that found another sync of the mailbox running ("already syncing"): it did no
+    # work of its own, so it is never shown as a finished 100% sync (`details.activeSyncId` links the
+    # sync that is running).
+    SKIPPED = "skipped"
 
     @property
     def terminal(self) -> bool:
-        return self in (SyncStatus.COMPLETED, SyncStatus.FAILED)
+        return self in (SyncStatus.COMPLETED, SyncStatus.FAILED, SyncStatus.SKIPPED)
 
 
 class SyncTrigger(StrEnum):
@@ -188,6 +192,7 @@ class SyncProgress(BaseModel):
     startedAt: datetime
     updatedAt: datetime
     details: SyncDetails = Field(default_factory=SyncDetails)
+    expireAt: datetime | None = None  # Firestore's TTL policy deletes the document after this
 
     def to_firestore(self) -> dict[str, Any]:
         data = self.model_dump(mode="python")

@@ -26,15 +26,19 @@ from emailsync.sync.summary import SyncSummary
 from tasks.batch import process_email_batch
 from tasks.concurrency import user_sync_slot
 from tasks.gmail import PlanningTasks, fetch_email_batch
+from tasks.logs import route_domain_logs_to_prefect
 from tasks.pipelining import fetch_ahead
-from tasks.sync_run import FLOW_RUN_TAGS, finish_sync, open_sync_run
+from tasks.sync_run import FLOW_RUN_TAGS, finish_sync, label_flow_run, open_sync_run
 
 __all__ = ["FLOW_RUN_TAGS", "email_sync", "main"]
+
+route_domain_logs_to_prefect()  # emailsync.* log lines in the flow run's logs (the Prefect UI)
 
 
 @flow(
     name="email-sync",
-    flow_run_name="email-sync-{provider_user_id}",
+    # user and trigger here; the mode joins name and tags once the plan is chosen (`label_flow_run`)
+    flow_run_name="email-sync-{provider_user_id}-{trigger}",
     persist_result=False,
 )
 def email_sync(
@@ -61,6 +65,7 @@ def email_sync(
             lookback_weeks=settings.lookback_weeks if lookback_weeks is None else lookback_weeks,
             batch_size=batch_size or settings.batch_size,
         )
+        label_flow_run(run)
         for batch in fetch_ahead(fetch_email_batch, run, plan):  # batch N+1 downloads while N is stored
             process_email_batch(run, plan, batch)
         finish_sync(run, plan)

@@ -1,5 +1,6 @@
 """The Prefect artifacts of a sync, kept in step with its `syncProgress` document: a progress bar while
-it runs, then a table of what was stored (counts and tag distribution)."""
+it runs, then, when it ends (completed or failed), a table of what it did: outcome, counts, Gmail retries
+and 429s, skipped and failed messages, tag distribution."""
 
 from __future__ import annotations
 
@@ -54,12 +55,16 @@ class ProgressArtifacts:
             logger.warning("could not update the progress artifact of sync %s: %s", self.sync_id, exc)
 
     def finish(self, summary: SyncSummary) -> None:
-        self.show(100)
+        if summary.error is None:
+            self.show(100)
+        outcome = f"failed: {summary.error}" if summary.error else "completed"
+        mode = summary.mode.value if summary.mode else "mode not chosen"
         try:
             create_table_artifact(
                 table=summary_table(summary),
                 key=artifact_key(self.provider_user_id, "-summary"),
-                description=f"What Gmail sync {self.sync_id} ({summary.mode}) stored",
+                description=f"Gmail sync {self.sync_id} ({summary.trigger.value}, {mode}, "
+                f"attempt {summary.attempt}) {outcome}",
             )
         except Exception as exc:
             logger.warning("could not create the summary artifact of sync %s: %s", self.sync_id, exc)
@@ -67,13 +72,21 @@ class ProgressArtifacts:
 
 def summary_table(summary: SyncSummary) -> list[dict[str, object]]:
     """Counts first, then the tag distribution: one row per figure."""
-    rows = [
+    rows: list[dict[str, object]] = [
+        {"figure": "outcome", "value": f"failed: {summary.error}" if summary.error else "completed"},
+        {"figure": "attempt (runs of this sync)", "value": summary.attempt},
         {"figure": "emails processed", "value": summary.emails_processed},
         {"figure": "emails fetched", "value": summary.emails_fetched},
         {"figure": "emails stored", "value": summary.emails_stored},
         {"figure": "emails enriched", "value": summary.emails_enriched},
-        {"figure": "parse errors", "value": summary.parse_errors},
+        {"figure": "skipped: already stored", "value": summary.emails_skipped},
+        {"figure": "failed: vanished before download (404)", "value": summary.emails_vanished},
+        {"figure": "stored with parse errors", "value": summary.parse_errors},
         {"figure": "batches", "value": summary.batches},
+        {"figure": "Gmail API calls", "value": summary.gmail_calls},
+        {"figure": "Gmail retries", "value": summary.gmail_retries},
+        {"figure": "Gmail 429 answers", "value": summary.gmail_rate_limited},
+        {"figure": "Gmail 5xx / transport errors", "value": summary.gmail_server_errors},
     ]
     rows += [{"figure": f"tag: {tag}", "value": count} for tag, count in summary.tag_counts.items()]
     frame = pd.DataFrame(rows, columns=["figure", "value"])

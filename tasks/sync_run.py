@@ -36,7 +36,7 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
     logger = get_run_logger()
     settings = get_settings()
     trigger_value = SyncTrigger(trigger)
-    flow_run_id = tag_flow_run(*FLOW_RUN_TAGS, f"trigger:{trigger_value.value}")
+    flow_run_id = tag_flow_run(*FLOW_RUN_TAGS, f"user:{provider_user_id}", f"trigger:{trigger_value.value}")
     progress = get_progress_writer()
     try:
         target = resolve_provider_user(provider_user_id)
@@ -47,6 +47,7 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
             except Exception as write_error:
                 logger.warning("could not mark sync %s failed: %s", sync_id, write_error)
         raise
+    explicit_sync_id = sync_id is not None
     sync_id = sync_id or new_sync_id(provider_user_id, trigger_value)
     run = SyncRun(
         sync_id=sync_id,
@@ -61,7 +62,9 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
         logger=logger,
         view=ProgressArtifacts(provider_user_id, sync_id),
     )
-    run.create_pending()
+    # A sync id given to the flow is this flow run's own (the watcher's pending doc, or the parameter a
+    # retried run keeps): its failed or interrupted document is reopened and the sync resumes.
+    run.create_pending(reopen=explicit_sync_id)
     owner = f"{socket.gethostname()}:{os.getpid()}:{flow_run_id or 'no-flow-run'}"
     try:
         attempt = acquire_sync_lease(run, owner)
@@ -96,15 +99,29 @@ def finish_sync(run: SyncRun, plan: SyncPlan) -> None:
     )
 
 
-def tag_flow_run(*tags: str) -> str | None:
-    """Add `tags` to this flow run; returns the flow run id."""
+def label_flow_run(run: SyncRun) -> None:
+    """Once the plan is chosen: the mode joins the flow run's tags and name (user, trigger, mode)."""
+    mode = run.summary.mode
+    if mode is None:
+        return
+    tag_flow_run(
+        f"mode:{mode.value}", name=f"email-sync-{run.provider_user_id}-{run.trigger.value}-{mode.value}"
+    )
+
+
+def tag_flow_run(*tags: str, name: str | None = None) -> str | None:
+    """Add `tags` to this flow run (and rename it); returns the flow run id."""
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         return None
     flow_run = context.flow_run
     try:
+        merged = sorted({*flow_run.tags, *tags})
         with get_client(sync_client=True) as client:
-            client.update_flow_run(flow_run.id, tags=sorted({*flow_run.tags, *tags}))
+            client.update_flow_run(flow_run.id, tags=merged, name=name)
+        flow_run.tags = merged  # the next call adds to these
+        if name is not None:
+            flow_run.name = name
     except Exception as exc:  # a missing tag must not stop a sync
         get_run_logger().warning("could not tag flow run %s: %s", flow_run.id, exc)
     return str(flow_run.id)

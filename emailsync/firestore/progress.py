@@ -1,20 +1,17 @@
 """The one writer of `syncProgress/{syncId}`: the live progress the web app subscribes to.
 
-Nothing else writes these documents. The writer enforces the lifecycle
-
-    pending ──> in_progress ──> completed
-       │            │  ↺ (updates, resumed syncs)
-       └────────────┴─────> failed            (completed and failed are terminal)
-
-keeps `progress` monotone (0..100, 100 when completed) and coalesces in-progress updates to at most
-one write per `min_interval_seconds` per document (Firestore sustains about one write per second per
-document, and the frontend cannot show more). A coalesced update is never lost: a timer writes the
-latest value at `last_write + min_interval`. State transitions (start, complete, fail) are written at
-once, folding in any update still waiting.
+Nothing else writes these documents. The writer enforces the lifecycle of `progress_lifecycle.py`
+(pending → in_progress → completed | failed; pending → skipped for a duplicate trigger; a retried
+flow run reopens its failed document), keeps `progress` monotone (0..100, 100 when completed), stamps
+`expireAt` for Firestore's TTL policy, and coalesces in-progress updates to at most one write per
+`min_interval_seconds` per document (Firestore sustains about one write per second per document, and
+the frontend cannot show more). A coalesced update is never lost: a timer writes the latest value at
+`last_write + min_interval`. State transitions (start, complete, fail, skip) are written at once,
+folding in any update still waiting.
 
 Every write re-reads the stored status and is conditioned on it being unchanged (compare-and-set), so a
-sync that another process already finished (or failed) stays finished. A retry of a failed sync gets a
-new syncId.
+sync that another process already finished (or failed) stays finished, unless a retry of its own flow
+run reopens it (`create_pending(..., reopen=True)`).
 """
 
 from __future__ import annotations
@@ -23,28 +20,40 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import Enum
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from google.cloud import firestore
-from google.cloud.firestore_v1.field_path import FieldPath
-from pydantic import BaseModel
-from pydantic.alias_generators import to_camel
+from google.cloud.firestore_v1.base_query import FieldFilter
 
+from emailsync.config import get_settings
 from emailsync.errors import FatalError
 from emailsync.firestore.client import get_firestore_client
-from emailsync.firestore.repositories import compare_and_set
-from emailsync.models import (
-    FirestoreModel,
-    SyncDetails,
-    SyncMode,
-    SyncProgress,
-    SyncStatus,
-    SyncTrigger,
+from emailsync.firestore.progress_lifecycle import (
+    LEGAL_TRANSITIONS,
+    REOPENABLE,
+    DocumentState,
+    IllegalTransitionError,
+    SyncProgressNotFoundError,
+    check_transition,
+    clamp_progress,
+    details_fields,
+    expire_at,
+    stored_status,
 )
+from emailsync.firestore.repositories import compare_and_set
+from emailsync.models import SyncDetails, SyncMode, SyncProgress, SyncStatus, SyncTrigger
+
+__all__ = [
+    "LEGAL_TRANSITIONS",
+    "IllegalTransitionError",
+    "ProgressWriter",
+    "SyncProgressNotFoundError",
+    "check_transition",
+    "clamp_progress",
+    "get_progress_writer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,98 +62,6 @@ MAX_ERROR_CHARS = 4000
 # A coalesced update whose write keeps failing (Firestore unreachable) is retried this many times.
 MAX_DEFERRED_WRITE_ATTEMPTS = 5
 
-LEGAL_TRANSITIONS: dict[SyncStatus, frozenset[SyncStatus]] = {
-    SyncStatus.PENDING: frozenset({SyncStatus.IN_PROGRESS, SyncStatus.COMPLETED, SyncStatus.FAILED}),
-    SyncStatus.IN_PROGRESS: frozenset({SyncStatus.IN_PROGRESS, SyncStatus.COMPLETED, SyncStatus.FAILED}),
-    SyncStatus.COMPLETED: frozenset(),
-    SyncStatus.FAILED: frozenset(),
-}
-
-
-class IllegalTransitionError(FatalError):
-    """A progress write that the lifecycle forbids, e.g. updating a completed sync."""
-
-    def __init__(self, sync_id: str, current: SyncStatus, target: SyncStatus) -> None:
-        super().__init__(f"sync {sync_id} is {current.value}; cannot move to {target.value}")
-        self.sync_id = sync_id
-        self.current = current
-        self.target = target
-
-
-class SyncProgressNotFoundError(FatalError):
-    """A progress write for a sync whose document was never created (`create_pending` first)."""
-
-    @classmethod
-    def for_sync(cls, sync_id: str) -> SyncProgressNotFoundError:
-        return cls(f"sync {sync_id} has no progress document; create_pending() comes first")
-
-
-def check_transition(sync_id: str, current: SyncStatus, target: SyncStatus) -> None:
-    if target not in LEGAL_TRANSITIONS[current]:
-        raise IllegalTransitionError(sync_id, current, target)
-
-
-def _stored_status(data: Mapping[str, Any] | None) -> SyncStatus:
-    return SyncStatus((data or {}).get("status", SyncStatus.PENDING.value))
-
-
-def clamp_progress(value: float) -> int:
-    return max(0, min(100, int(value)))
-
-
-def _stored_value(value: Any) -> Any:
-    """A details value as Firestore stores it (models by their camelCase names, enums by value)."""
-    if isinstance(value, FirestoreModel):
-        return value.to_firestore()
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="python")
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Mapping):
-        return {str(key): _stored_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_stored_value(item) for item in value]
-    return value
-
-
-def _details_fields(details: Mapping[str, Any]) -> dict[str, Any]:
-    """`details` keys (snake_case or camelCase) as field paths into the stored map, so they merge."""
-    return {FieldPath("details", to_camel(key)).to_api_repr(): _stored_value(v) for key, v in details.items()}
-
-
-@dataclass
-class _DocumentState:
-    """What this process knows about one progress document, guarded by `lock`."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    status: SyncStatus | None = None  # last status this process stored or read
-    last_write: float = float("-inf")  # time.monotonic() of the last write
-    pending_progress: int | None = None
-    pending_details: dict[str, Any] = field(default_factory=dict)  # camelCase field paths → values
-    timer: threading.Timer | None = None
-    timer_generation: int = 0
-    failed_attempts: int = 0
-
-    @property
-    def has_pending(self) -> bool:
-        return self.pending_progress is not None or bool(self.pending_details)
-
-    def take_pending(self) -> tuple[int | None, dict[str, Any]]:
-        pending = (self.pending_progress, self.pending_details)
-        self.pending_progress, self.pending_details = None, {}
-        return pending
-
-    def restore_pending(self, progress: int | None, details: dict[str, Any]) -> None:
-        if progress is not None:
-            self.pending_progress = max(progress, self.pending_progress or 0)
-        self.pending_details = {**details, **self.pending_details}
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.timer_generation += 1
-
 
 class ProgressWriter:
     """Writes `syncProgress` documents; thread-safe; one instance per process (`get_progress_writer()`)."""
@@ -152,7 +69,7 @@ class ProgressWriter:
     def __init__(self, client: firestore.Client | None = None, min_interval_seconds: float = 1.0) -> None:
         self._client = client
         self.min_interval_seconds = min_interval_seconds
-        self._states: dict[str, _DocumentState] = {}
+        self._states: dict[str, DocumentState] = {}
         self._states_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------- plumbing
@@ -165,19 +82,25 @@ class ProgressWriter:
     def _document(self, sync_id: str) -> firestore.DocumentReference:
         return self.client.collection(COLLECTION).document(sync_id)
 
-    def _state(self, sync_id: str) -> _DocumentState:
+    def _state(self, sync_id: str) -> DocumentState:
         with self._states_lock:
-            return self._states.setdefault(sync_id, _DocumentState())
+            return self._states.setdefault(sync_id, DocumentState())
 
-    def _forget(self, sync_id: str, state: _DocumentState) -> None:
+    def _forget(self, sync_id: str, state: DocumentState) -> None:
         with self._states_lock:
             if self._states.get(sync_id) is state:
                 del self._states[sync_id]
 
     def _write_transition(
-        self, sync_id: str, target: SyncStatus, fields: Callable[[SyncStatus, int], dict[str, Any]]
+        self,
+        sync_id: str,
+        target: SyncStatus,
+        fields: Callable[[SyncStatus, int], dict[str, Any]],
+        *,
+        unchanged_since: datetime | None = None,
     ) -> None:
-        """Check the move from the stored status to `target` and write `fields(...)`, atomically.
+        """Check the move from the stored status to `target` and write `fields(...)`, atomically
+        (with `unchanged_since`: only if the document was not written after it).
 
         A compare-and-set, not a transaction: a worker killed inside a transaction would leave a lock
         on the document that blocks the next writer (the emulator keeps such locks).
@@ -187,11 +110,16 @@ class ProgressWriter:
             if not snapshot.exists:
                 raise SyncProgressNotFoundError.for_sync(sync_id)
             data = snapshot.to_dict() or {}
-            current = _stored_status(data)
+            current = stored_status(data)
             check_transition(sync_id, current, target)
+            updated = data.get("updatedAt")
+            if unchanged_since is not None and isinstance(updated, datetime) and updated > unchanged_since:
+                raise IllegalTransitionError(sync_id, current, target)
             update = fields(current, int(data.get("progress") or 0))
             update["status"] = target.value
             update["updatedAt"] = firestore.SERVER_TIMESTAMP
+            if target is not current:
+                update["expireAt"] = expire_at(target, datetime.now(UTC))
             return update
 
         compare_and_set(self.client, self._document(sync_id), decide)
@@ -199,7 +127,7 @@ class ProgressWriter:
     def _write_tracked(
         self,
         sync_id: str,
-        state: _DocumentState,
+        state: DocumentState,
         target: SyncStatus,
         fields: Callable[[SyncStatus, int], dict[str, Any]],
         pending: tuple[int | None, dict[str, Any]],
@@ -217,7 +145,7 @@ class ProgressWriter:
         state.status = target
         state.last_write = time.monotonic()
 
-    def _write_in_progress(self, sync_id: str, state: _DocumentState) -> None:
+    def _write_in_progress(self, sync_id: str, state: DocumentState) -> None:
         """Write the waiting update now (caller holds `state.lock`); the update stays waiting on error."""
         progress, details = state.take_pending()
 
@@ -227,7 +155,7 @@ class ProgressWriter:
         self._write_tracked(sync_id, state, SyncStatus.IN_PROGRESS, fields, (progress, details))
         state.failed_attempts = 0
 
-    def _schedule(self, sync_id: str, state: _DocumentState, delay: float) -> None:
+    def _schedule(self, sync_id: str, state: DocumentState, delay: float) -> None:
         state.cancel_timer()
         generation = state.timer_generation
         timer = threading.Timer(max(0.0, delay), self._on_timer, args=(sync_id, state, generation))
@@ -236,7 +164,7 @@ class ProgressWriter:
         state.timer = timer
         timer.start()
 
-    def _on_timer(self, sync_id: str, state: _DocumentState, generation: int) -> None:
+    def _on_timer(self, sync_id: str, state: DocumentState, generation: int) -> None:
         with state.lock:
             if state.timer_generation != generation:  # cancelled, or replaced by a newer timer
                 return
@@ -261,7 +189,7 @@ class ProgressWriter:
         snapshot = self._document(sync_id).get()
         if not snapshot.exists:
             raise SyncProgressNotFoundError.for_sync(sync_id)
-        return _stored_status(snapshot.to_dict())
+        return stored_status(snapshot.to_dict())
 
     # ----------------------------------------------------------------------------- public API
 
@@ -272,8 +200,17 @@ class ProgressWriter:
         family_id: str | None,
         provider_user_id: str,
         trigger: SyncTrigger | str = SyncTrigger.MANUAL,
+        *,
+        reopen: bool = False,
     ) -> SyncProgress:
-        """Create the `pending` document of a new sync; for an existing pending one, return it as is."""
+        """Create the `pending` document of a new sync; for an existing pending one, return it as is.
+
+        `reopen`: a retry of the flow run that owns this sync id (e.g. "Retry" in the Prefect UI) brings
+        its failed document, or the in_progress one a crashed run left, back to pending: same document,
+        progress kept (it never decreases), `error` moved to `details.previousError`, `details.attempt`
+        counting the runs. Without `reopen` (and for completed or skipped documents) a reused id raises
+        `IllegalTransitionError`.
+        """
         document = self._document(sync_id)
         now = datetime.now(UTC)
         initial = SyncProgress(
@@ -286,17 +223,32 @@ class ProgressWriter:
             startedAt=now,
             updatedAt=now,
             details=SyncDetails(trigger=SyncTrigger(trigger)),
+            expireAt=expire_at(SyncStatus.PENDING, now),
         )
         data = {**initial.to_firestore(), "startedAt": firestore.SERVER_TIMESTAMP}
         data["updatedAt"] = firestore.SERVER_TIMESTAMP
 
         def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
-            if snapshot.exists:
-                current = _stored_status(snapshot.to_dict())
-                if current is not SyncStatus.PENDING:
-                    raise IllegalTransitionError(sync_id, current, SyncStatus.PENDING)
-                return None
-            return data
+            if not snapshot.exists:
+                return data
+            stored = snapshot.to_dict() or {}
+            current = stored_status(stored)
+            if current is SyncStatus.PENDING:
+                # Its run is starting: touched, so the stale-pending sweep (which only fails documents
+                # untouched for its timeout) cannot fail it between here and `start`.
+                return {"updatedAt": firestore.SERVER_TIMESTAMP} if reopen else None
+            if not (reopen and current in REOPENABLE):
+                raise IllegalTransitionError(sync_id, current, SyncStatus.PENDING)
+            attempt = int((stored.get("details") or {}).get("attempt") or 1) + 1
+            return {
+                "status": SyncStatus.PENDING.value,
+                "error": None,
+                "updatedAt": firestore.SERVER_TIMESTAMP,
+                "expireAt": expire_at(SyncStatus.PENDING, datetime.now(UTC)),
+                **details_fields(
+                    {"attempt": attempt, "previousError": stored.get("error"), "reopenedFrom": current}
+                ),
+            }
 
         state = self._state(sync_id)
         with state.lock:
@@ -325,7 +277,7 @@ class ProgressWriter:
         state = self._state(sync_id)
         with state.lock:
             state.cancel_timer()
-            state.pending_details.update(_details_fields(details))
+            state.pending_details.update(details_fields(details))
             self._write_in_progress(sync_id, state)
 
     def update(self, sync_id: str, progress: float, **details: Any) -> None:
@@ -340,7 +292,7 @@ class ProgressWriter:
             state.status = current
             check_transition(sync_id, current, SyncStatus.IN_PROGRESS)
             state.pending_progress = max(clamp_progress(progress), state.pending_progress or 0)
-            state.pending_details.update(_details_fields(details))
+            state.pending_details.update(details_fields(details))
             if state.timer is not None:
                 return  # the scheduled write will carry this value
             wait = state.last_write + self.min_interval_seconds - time.monotonic()
@@ -367,6 +319,66 @@ class ProgressWriter:
             text = error.strip() or "unknown error"
         self._finish(sync_id, SyncStatus.FAILED, text[:MAX_ERROR_CHARS], details)
 
+    def skip(self, sync_id: str, active_sync_id: str | None, reason: str, **details: Any) -> None:
+        """pending → skipped: this trigger found `active_sync_id` syncing the mailbox ("already syncing").
+
+        Progress stays 0 and the status is its own, so neither the page nor any other reader takes the
+        trigger for a finished sync; `details.skipped`, `skipReason` and `activeSyncId` say why.
+        """
+        self._finish(
+            sync_id,
+            SyncStatus.SKIPPED,
+            None,
+            {**details, "skipped": True, "skip_reason": reason, "active_sync_id": active_sync_id},
+        )
+
+    def fail_stale_pending(self, older_than_seconds: float | None = None) -> list[str]:
+        """Fail every `pending` document whose run has not started within `older_than_seconds` (default:
+        `Settings.pending_start_timeout_seconds`), saying so; returns their sync ids.
+
+        Pending since `updatedAt` (a reopened document restarts the clock). If the run starts after all,
+        it reopens the document (`create_pending(..., reopen=True)`), so nothing is lost.
+        """
+        timeout = older_than_seconds
+        if timeout is None:
+            timeout = get_settings().pending_start_timeout_seconds
+        cutoff = datetime.now(UTC) - timedelta(seconds=timeout)
+        # Equality only (no composite index): pending documents are few.
+        query = self.client.collection(COLLECTION).where(
+            filter=FieldFilter("status", "==", SyncStatus.PENDING.value)
+        )
+        failed: list[str] = []
+        for snapshot in query.stream():
+            data = snapshot.to_dict() or {}
+            updated = data.get("updatedAt")
+            if not isinstance(updated, datetime) or updated > cutoff:
+                continue
+            reason = (
+                f"the sync did not start within {timeout:.0f} s of being requested "
+                "(no worker picked up its flow run); a new trigger starts a new sync"
+            )
+            try:
+                self._finish_if_pending(snapshot.id, reason, cutoff)
+            except IllegalTransitionError:
+                continue  # it started (or finished) meanwhile
+            failed.append(snapshot.id)
+            logger.warning("sync %s was still pending after %.0f s: marked failed", snapshot.id, timeout)
+        return failed
+
+    def _finish_if_pending(self, sync_id: str, reason: str, cutoff: datetime) -> None:
+        """pending → failed, only if still pending and not touched since `cutoff` (compare-and-set)."""
+
+        def fields(current: SyncStatus, stored_progress: int) -> dict[str, Any]:
+            if current is not SyncStatus.PENDING:
+                raise IllegalTransitionError(sync_id, current, SyncStatus.FAILED)
+            return {"progress": stored_progress, "error": reason, **details_fields({"startTimedOut": True})}
+
+        state = self._state(sync_id)
+        with state.lock:
+            self._write_transition(sync_id, SyncStatus.FAILED, fields, unchanged_since=cutoff)
+            state.status = SyncStatus.FAILED
+        self._forget(sync_id, state)
+
     def _finish(
         self, sync_id: str, target: SyncStatus, error: str | None, details: Mapping[str, Any]
     ) -> None:
@@ -374,7 +386,7 @@ class ProgressWriter:
         with state.lock:
             state.cancel_timer()
             pending_progress, pending_details = state.take_pending()
-            all_details = {**pending_details, **_details_fields(details)}
+            all_details = {**pending_details, **details_fields(details)}
 
             def fields(_current: SyncStatus, stored_progress: int) -> dict[str, Any]:
                 if target is SyncStatus.COMPLETED:

@@ -128,7 +128,10 @@ class FirestoreEmulator:
         text = Path(rules).read_text() if is_path else str(rules)
         body = {"rules": {"files": [{"name": "firestore.rules", "content": text}]}}
         response = self._session.put(
-            f"{self.base_url}/emulator/v1/projects/{project}:securityRules", json=body, timeout=10
+            # The first rules load compiles the rules engine: slow on a loaded machine.
+            f"{self.base_url}/emulator/v1/projects/{project}:securityRules",
+            json=body,
+            timeout=60,
         )
         if response.status_code != 200:
             raise RuntimeError(f"loading rules failed ({response.status_code}): {response.text}")

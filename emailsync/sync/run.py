@@ -106,10 +106,20 @@ class SyncRun:
 
     # ------------------------------------------------------------------------------------ lease
 
-    def create_pending(self) -> None:
-        self.progress.create_pending(
-            self.sync_id, self.app_user_id, self.family_id, self.provider_user_id, self.trigger
+    def create_pending(self, *, reopen: bool = False) -> None:
+        """The pending document; `reopen`: this sync id may already have one that a failed or crashed run
+        of the same flow run left (a retry, e.g. from the Prefect UI): it is reopened, progress kept."""
+        document = self.progress.create_pending(
+            self.sync_id, self.app_user_id, self.family_id, self.provider_user_id, self.trigger, reopen=reopen
         )
+        attempt = (document.details.model_extra or {}).get("attempt")
+        if isinstance(attempt, int) and attempt > 1:
+            self.summary.attempt = attempt
+            self.logger.info(
+                "sync %s reopened for attempt %d (a retried run); it resumes from the checkpoint",
+                self.sync_id,
+                attempt,
+            )
 
     def acquire_lease(self, owner: str) -> LeaseAttempt:
         """Take the per-user lease (free, expired, or already ours); the state tells who holds it else."""
@@ -129,12 +139,8 @@ class SyncRun:
         if not attempt.acquired:
             active = attempt.state.active_sync_id
             self.logger.info("skipped: sync %s already running for %s", active, self.provider_user_id)
-            self.progress.complete(
-                self.sync_id,
-                skipped=True,
-                skip_reason=SKIP_REASON_ALREADY_SYNCING,
-                active_sync_id=active,
-                flow_run_id=self.flow_run_id,
+            self.progress.skip(
+                self.sync_id, active, SKIP_REASON_ALREADY_SYNCING, flow_run_id=self.flow_run_id
             )
             self.skipped = True
             self.summary.skipped, self.summary.active_sync_id = True, active
@@ -197,6 +203,7 @@ class SyncRun:
                 self.session = self._connect()
             yield self
             summary = self.summary
+            self.count_gmail_calls()
             summary.timings.wall_seconds = time.perf_counter() - started
             self.progress.complete(self.sync_id, trigger=self.trigger, **summary.progress_details())
             self.view.finish(summary)
@@ -213,12 +220,26 @@ class SyncRun:
         except BaseException as exc:
             cause = describe_error(exc)
             self.logger.error("sync %s of %s failed: %s", self.sync_id, self.provider_user_id, cause)
+            self.summary.error = cause
+            self.summary.timings.wall_seconds = time.perf_counter() - started
+            self.count_gmail_calls()
             self.fail(cause, **self.summary.progress_details())
+            try:
+                self.view.finish(self.summary)  # the end-of-run view shows failed runs too
+            except Exception as view_error:
+                self.logger.warning("could not show the summary of sync %s: %s", self.sync_id, view_error)
             raise
         finally:
             with self._lock:
                 self._parked.clear()
             self.release_lease()
+
+    def count_gmail_calls(self) -> None:
+        """Fold the Gmail client's counters (retries, 429s, vanished messages) into the summary."""
+        gmail = getattr(self.session, "gmail", None)
+        stats = getattr(gmail, "stats", None)
+        if stats is not None:
+            self.summary.count_gmail(stats)
 
     # ------------------------------------------------------------------------------------ batches
 
@@ -258,6 +279,7 @@ class SyncRun:
         summary.emails_fetched += batch.emails_fetched
         summary.emails_stored += batch.emails_stored
         summary.emails_enriched += batch.emails_enriched
+        summary.emails_skipped += batch.already_enriched
         summary.parse_errors += batch.parse_errors
         summary.current_window = batch.window or summary.current_window
         summary.add_tags(batch.tag_counts)

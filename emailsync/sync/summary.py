@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from emailsync.models import SyncMode, SyncTrigger, SyncWindow
+
+if TYPE_CHECKING:
+    from emailsync.gmail.types import ClientStats
 
 
 class SyncTimings(BaseModel):
@@ -40,7 +43,22 @@ class SyncSummary(BaseModel):
     current_window: SyncWindow | None = None
     tag_counts: dict[str, int] = Field(default_factory=dict)
     flow_run_id: str | None = None
+    attempt: int = 1  # runs of this sync id: > 1 when a failed or crashed run was retried
+    error: str | None = None  # the readable cause when the sync failed
+    gmail_calls: int = 0  # Gmail API calls (each batch part counts)
+    gmail_retries: int = 0  # calls sent again after a 429, 5xx or transport error
+    gmail_rate_limited: int = 0  # calls answered 429 / rateLimitExceeded
+    gmail_server_errors: int = 0  # calls answered 5xx or failing in transport
+    emails_vanished: int = 0  # listed, but deleted before they could be downloaded (404)
+    emails_skipped: int = 0  # listed, not downloaded again: already stored and enriched earlier
     timings: SyncTimings = Field(default_factory=SyncTimings)
+
+    def count_gmail(self, stats: ClientStats) -> None:
+        self.gmail_calls = stats.calls
+        self.gmail_retries = stats.retries
+        self.gmail_rate_limited = stats.rate_limited
+        self.gmail_server_errors = stats.server_errors
+        self.emails_vanished = stats.not_found
 
     def add_tags(self, tag_counts: dict[str, int]) -> None:
         merged = Counter(self.tag_counts)

@@ -22,6 +22,7 @@ from emailsync.local.auth_emulator import AuthEmulator
 from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.models import AppUser, Family, SyncWindow
 from emailsync.sign_in_users import create_sign_in_user
+from emailsync.sync.run import SKIP_REASON_ALREADY_SYNCING
 
 OWNER_ID = "app-user-1"
 MEMBER_ID = "app-user-2"
@@ -124,7 +125,7 @@ class BackendActions:
 
     def skip(self, sync_id: str, active_sync_id: str) -> None:
         """What the flow writes for a trigger that found another sync holding the lease."""
-        self._progress.complete(sync_id, skipped=True, activeSyncId=active_sync_id)
+        self._progress.skip(sync_id, active_sync_id, SKIP_REASON_ALREADY_SYNCING)
 
 
 def _details(details: dict[str, Any]) -> dict[str, Any]:

@@ -375,9 +375,11 @@ def test_twenty_simultaneous_triggers_for_one_user_run_exactly_one_sync_and_skip
     assert winner.emails_stored == len(mailbox)
     assert EmailRepository(firestore_client).count(account.provider_user_id) == len(mailbox)
     docs = progress_docs(firestore_client, account.provider_user_id)
-    assert len(docs) == 20 and all(doc.status is SyncStatus.COMPLETED for doc in docs)
-    [real] = [doc for doc in docs if not (doc.details.model_extra or {}).get("skipped")]
-    assert real.syncId == winner.sync_id
+    assert len(docs) == 20
+    [real] = [doc for doc in docs if doc.status is SyncStatus.COMPLETED]
+    assert real.syncId == winner.sync_id and real.progress == 100
+    # The skipped triggers: "already syncing", never a finished 100% sync.
+    assert all(doc.status is SyncStatus.SKIPPED and doc.progress == 0 for doc in docs if doc is not real)
     skipped_details = [doc.details.model_extra or {} for doc in docs if doc.syncId != real.syncId]
     assert all(extra.get("skipReason") == "already_syncing" for extra in skipped_details)
     assert all(extra.get("activeSyncId") == winner.sync_id for extra in skipped_details)
@@ -389,7 +391,7 @@ def skipped_docs(client: firestore.Client, account: SeededAccount) -> list[SyncP
     return [
         doc
         for doc in progress_docs(client, account.provider_user_id)
-        if doc.status is SyncStatus.COMPLETED and (doc.details.model_extra or {}).get("skipped")
+        if doc.status is SyncStatus.SKIPPED and (doc.details.model_extra or {}).get("skipped")
     ]
 
 

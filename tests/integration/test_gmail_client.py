@@ -284,6 +284,7 @@ def test_revoked_authorization_raises_and_never_leaks_the_token(
     gmail_server.revoke(token)
     client = make_client(gmail_server, token)
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="emailsync")  # its own level once the flows were imported
     some_id = sample_mailbox.newest_first()[0].id
 
     raised: list[BaseException] = []

@@ -62,6 +62,7 @@ def test_sync_progress_is_stored_with_exactly_the_design_field_names() -> None:
         "startedAt",
         "updatedAt",
         "details",
+        "expireAt",
     }
     assert stored["type"] == "email"
     assert stored["status"] == "in_progress"
@@ -112,8 +113,12 @@ def test_sync_progress_rejects_percentages_outside_0_to_100(progress: int) -> No
         a_progress(progress=progress)
 
 
-def test_only_completed_and_failed_are_terminal() -> None:
-    assert [status for status in SyncStatus if status.terminal] == [SyncStatus.COMPLETED, SyncStatus.FAILED]
+def test_only_completed_failed_and_skipped_are_terminal() -> None:
+    assert [status for status in SyncStatus if status.terminal] == [
+        SyncStatus.COMPLETED,
+        SyncStatus.FAILED,
+        SyncStatus.SKIPPED,
+    ]
 
 
 SECRETS = {

@@ -41,6 +41,11 @@ class FakeProgress:
     def fail(self, sync_id: str, error: str, **details: Any) -> None:
         self.calls.append(("fail", sync_id, error, details))
 
+    def skip(self, sync_id: str, active_sync_id: str | None, reason: str, **details: Any) -> None:
+        self.calls.append(
+            ("skip", sync_id, {**details, "active_sync_id": active_sync_id, "skip_reason": reason})
+        )
+
 
 class FakeSyncState:
     """One user's syncState: the lease is free, held by `holder`, or (expired) taken over."""
@@ -102,8 +107,8 @@ def test_a_lease_held_by_another_sync_skips_the_trigger_and_says_why():
     held(run)
     assert run.skipped and run.summary.skipped and run.summary.active_sync_id == "sync-a"
     [(kind, sync_id, details)] = progress.calls
-    assert (kind, sync_id) == ("complete", "sync-b")
-    assert details["skipped"] is True and details["active_sync_id"] == "sync-a"
+    assert (kind, sync_id) == ("skip", "sync-b")  # its own terminal status, never "completed 100%"
+    assert details["active_sync_id"] == "sync-a"
     assert details["skip_reason"] == "already_syncing"
 
 

@@ -19,9 +19,10 @@ export function toDate(value) {
   return Number.isNaN(date.getTime()) ? null : date;
 }
 
-/** A trigger that found another sync of the mailbox running: stored `completed`, never shown as a 100% sync. */
+/** A trigger that found another sync of the mailbox running (status `skipped`, `details.activeSyncId`
+ * naming that sync; older documents: `completed` with `details.skipped`): never shown as a 100% sync. */
 export function isSkipped(sync) {
-  return sync?.details?.skipped === true;
+  return sync?.status === "skipped" || sync?.details?.skipped === true;
 }
 
 export function statusOf(sync) {

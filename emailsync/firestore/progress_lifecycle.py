@@ -1,0 +1,137 @@
+"""The rules of a `syncProgress` document, apart from the writer that applies them (`progress.py`).
+
+    pending ──> in_progress ──> completed
+       │  │         │  ↺ (updates, resumed syncs)
+       │  └─────────┴─────> failed ──(reopen: a retried flow run)──> pending
+       └──> skipped        (a duplicate trigger: "already syncing", linked to the active sync)
+
+completed, failed and skipped are terminal for ordinary writes; only `reopen` (a retry of the same flow
+run, e.g. from the Prefect UI) brings a failed or interrupted document back to pending, with its progress
+kept. Every write stamps `expireAt`, the field of the Firestore TTL policy in `firestore.indexes.json`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from google.cloud.firestore_v1.field_path import FieldPath
+from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
+
+from emailsync.config import Settings, get_settings
+from emailsync.errors import FatalError
+from emailsync.models import FirestoreModel, SyncStatus
+
+LEGAL_TRANSITIONS: dict[SyncStatus, frozenset[SyncStatus]] = {
+    SyncStatus.PENDING: frozenset(
+        {SyncStatus.IN_PROGRESS, SyncStatus.COMPLETED, SyncStatus.FAILED, SyncStatus.SKIPPED}
+    ),
+    SyncStatus.IN_PROGRESS: frozenset({SyncStatus.IN_PROGRESS, SyncStatus.COMPLETED, SyncStatus.FAILED}),
+    SyncStatus.COMPLETED: frozenset(),
+    SyncStatus.FAILED: frozenset(),
+    SyncStatus.SKIPPED: frozenset(),
+}
+# What a retried flow run may reopen: its own failed document, or the in_progress one a crash left behind.
+REOPENABLE: frozenset[SyncStatus] = frozenset({SyncStatus.FAILED, SyncStatus.IN_PROGRESS})
+
+
+class IllegalTransitionError(FatalError):
+    """A progress write that the lifecycle forbids, e.g. updating a completed sync."""
+
+    def __init__(self, sync_id: str, current: SyncStatus, target: SyncStatus) -> None:
+        super().__init__(f"sync {sync_id} is {current.value}; cannot move to {target.value}")
+        self.sync_id = sync_id
+        self.current = current
+        self.target = target
+
+
+class SyncProgressNotFoundError(FatalError):
+    """A progress write for a sync whose document was never created (`create_pending` first)."""
+
+    @classmethod
+    def for_sync(cls, sync_id: str) -> SyncProgressNotFoundError:
+        return cls(f"sync {sync_id} has no progress document; create_pending() comes first")
+
+
+def check_transition(sync_id: str, current: SyncStatus, target: SyncStatus) -> None:
+    if target not in LEGAL_TRANSITIONS[current]:
+        raise IllegalTransitionError(sync_id, current, target)
+
+
+def stored_status(data: Mapping[str, Any] | None) -> SyncStatus:
+    return SyncStatus((data or {}).get("status", SyncStatus.PENDING.value))
+
+
+def clamp_progress(value: float) -> int:
+    return max(0, min(100, int(value)))
+
+
+def expire_at(status: SyncStatus, now: datetime, settings: Settings | None = None) -> datetime:
+    """When Firestore's TTL policy may delete a document in `status`, written `now`.
+
+    Failed documents are kept longest (someone may still be looking into them); a document that never
+    finished (pending, in progress) gets the same long bound, so even a lost one disappears eventually.
+    """
+    settings = settings or get_settings()
+    if status in (SyncStatus.COMPLETED, SyncStatus.SKIPPED):
+        return now + timedelta(days=settings.progress_retention_days)
+    return now + timedelta(days=settings.failed_progress_retention_days)
+
+
+def stored_value(value: Any) -> Any:
+    """A details value as Firestore stores it (models by their camelCase names, enums by value)."""
+    if isinstance(value, FirestoreModel):
+        return value.to_firestore()
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="python")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(key): stored_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [stored_value(item) for item in value]
+    return value
+
+
+def details_fields(details: Mapping[str, Any]) -> dict[str, Any]:
+    """`details` keys (snake_case or camelCase) as field paths into the stored map, so they merge."""
+    return {FieldPath("details", to_camel(key)).to_api_repr(): stored_value(v) for key, v in details.items()}
+
+
+@dataclass
+class DocumentState:
+    """What a `ProgressWriter` knows about one progress document, guarded by `lock`."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    status: SyncStatus | None = None  # last status this process stored or read
+    last_write: float = float("-inf")  # time.monotonic() of the last write
+    pending_progress: int | None = None
+    pending_details: dict[str, Any] = field(default_factory=dict)  # camelCase field paths → values
+    timer: threading.Timer | None = None
+    timer_generation: int = 0
+    failed_attempts: int = 0
+
+    @property
+    def has_pending(self) -> bool:
+        return self.pending_progress is not None or bool(self.pending_details)
+
+    def take_pending(self) -> tuple[int | None, dict[str, Any]]:
+        pending = (self.pending_progress, self.pending_details)
+        self.pending_progress, self.pending_details = None, {}
+        return pending
+
+    def restore_pending(self, progress: int | None, details: dict[str, Any]) -> None:
+        if progress is not None:
+            self.pending_progress = max(progress, self.pending_progress or 0)
+        self.pending_details = {**details, **self.pending_details}
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.timer_generation += 1
