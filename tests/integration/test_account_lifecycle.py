@@ -38,7 +38,7 @@ from emailsync.firestore.repositories import (
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.local.seed import connect_gmail, disconnect_gmail, seed_account
-from emailsync.models import EmailRecord, ProviderCredentials, SyncMode, SyncStatus
+from emailsync.models import EmailRecord, ProviderCredentials, SyncMode, SyncProgress, SyncStatus
 from flows.periodic_sync import periodic_email_sync
 from tests.fixtures.firestore import progress_docs
 from tests.fixtures.gmail import REPO_ROOT, SAMPLE_MBOX
@@ -66,6 +66,10 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
     return value
+
+
+def completed_docs(client: firestore.Client, provider_user_id: str) -> list[SyncProgress]:
+    return [doc for doc in progress_docs(client, provider_user_id) if doc.status is SyncStatus.COMPLETED]
 
 
 def run_sync(provider_user_id: str, **kwargs: Any):  # -> SyncSummary
@@ -243,7 +247,7 @@ def test_revoked_grant_fails_one_sync_asking_to_reconnect_then_is_left_alone_unt
         CredentialsRepository(firestore_client).put("pu-revoked", grant_credentials(server, "pu-revoked"))
         connect_gmail(firestore_client, "pu-revoked")
         completed = wait_for(
-            lambda: [d for d in progress_docs(firestore_client, "pu-revoked") if d.status is SyncStatus.COMPLETED],
+            lambda: completed_docs(firestore_client, "pu-revoked"),
             timeout=90,
             what="the sync after the reconnect",
         )
@@ -300,7 +304,8 @@ def test_disconnect_mid_backfill_stops_the_sync_within_one_batch_and_its_documen
     lifecycle_env(server, EMAILSYNC_BATCH_SIZE=str(batch), EMAILSYNC_QUOTA_UNITS_PER_SECOND="5000")
     resumed = run_sync("pu-leaving")
     assert resumed.resumed and emails.count("pu-leaving") == len(mailbox)
-    assert server.stats.requests_by_method.get("messages.get", 0) - gets_before <= len(mailbox) - stored + batch
+    gets = server.stats.requests_by_method.get("messages.get", 0) - gets_before
+    assert gets <= len(mailbox) - stored + batch
 
 
 # ------------------------------------------------------------------------------------------ purge
@@ -373,16 +378,18 @@ def test_disconnect_with_purge_policy_removes_the_mail_and_a_reconnect_starts_a_
     try:
         wait_for(lambda: emails.count("pu-purged") == len(mailbox), timeout=90, what="the catch-up backfill")
         wait_for(
-            lambda: any(d.status is SyncStatus.COMPLETED for d in progress_docs(firestore_client, "pu-purged")),
+            lambda: completed_docs(firestore_client, "pu-purged"),
             timeout=30,
             what="the catch-up sync to complete",
         )
         disconnect_gmail(firestore_client, "pu-purged")
         credentials = firestore_client.collection("providerCredentials").document("pu-purged")
         wait_for(
-            lambda: emails.count("pu-purged") == 0
-            and not credentials.get().exists
-            and not firestore_client.collection("syncState").document("pu-purged").get().exists,
+            lambda: (
+                emails.count("pu-purged") == 0
+                and not credentials.get().exists
+                and not firestore_client.collection("syncState").document("pu-purged").get().exists
+            ),
             timeout=30,
             what="the purge",
         )
@@ -390,9 +397,7 @@ def test_disconnect_with_purge_policy_removes_the_mail_and_a_reconnect_starts_a_
         CredentialsRepository(firestore_client).put("pu-purged", grant_credentials(server, "pu-purged"))
         connect_gmail(firestore_client, "pu-purged", datetime.now(UTC) + timedelta(seconds=1))
         done = wait_for(
-            lambda: [
-                d for d in progress_docs(firestore_client, "pu-purged") if d.status is SyncStatus.COMPLETED
-            ][1:],
+            lambda: completed_docs(firestore_client, "pu-purged")[1:],
             timeout=90,
             what="the sync after the reconnect",
         )
