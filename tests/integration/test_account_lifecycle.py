@@ -190,7 +190,7 @@ def test_tokens_expiring_every_5s_are_refreshed_mid_sync_the_newest_is_persisted
     assert doc.status is SyncStatus.COMPLETED
 
     # Every log line of the sync, ours and the libraries' at DEBUG, and every log Prefect kept of the run.
-    APILogHandler.flush()
+    APILogHandler().flush()  # the run's logs still queued for the API are sent
     flow_run_id = UUID(doc.details.model_dump(by_alias=True)["flowRunId"])
 
     def prefect_logs() -> list[str]:
