@@ -266,9 +266,9 @@ def test_revoked_grant_fails_one_sync_asking_to_reconnect_then_is_left_alone_unt
 def test_disconnect_mid_backfill_stops_the_sync_within_one_batch_and_its_document_says_so(
     firestore_client, make_gmail_server, lifecycle_env
 ):
-    mailbox = mailbox_of(150)
+    mailbox = mailbox_of(80)
     batch = 10
-    server = make_gmail_server(mailbox, quota_units_per_second=150)
+    server = make_gmail_server(mailbox, quota_units_per_second=100)
     lifecycle_env(server, EMAILSYNC_BATCH_SIZE=str(batch))
     seed_connected(firestore_client, server, "pu-leaving", mailbox)
     emails = EmailRepository(firestore_client)
