@@ -1,10 +1,11 @@
 """What the watcher does when a user disconnects Gmail (`services.gmail.active` turns false).
 
 A running sync needs nothing from here: it notices the disconnect itself at its next batch boundary
-(`emailsync.lifecycle.ConnectionGuard`). Here: the push watch is stopped (`stop_push_watch`, the hook
-for Gmail push), and with `EMAILSYNC_ON_DISCONNECT=purge` the user's emails, sync state and credentials
-are purged on a worker thread (`emailsync.lifecycle.purge_provider_user`). The purge is marked first,
-on the listener thread, so one the process does not finish is resumed when the watcher starts again.
+(`emailsync.lifecycle.ConnectionGuard`). Here, on a worker thread: the user's Gmail push watch is stopped
+(`stop_push_watch`, the hook for Gmail push: users.stop needs the credentials, so it runs before a purge
+deletes them), then with `EMAILSYNC_ON_DISCONNECT=purge` the user's emails, sync state and credentials
+are purged (`emailsync.lifecycle.purge_provider_user`). The purge is marked first, on the listener
+thread, so one the process does not finish is resumed when the watcher starts again.
 """
 
 from __future__ import annotations
@@ -35,19 +36,25 @@ class DisconnectHandler:
         self.policy = policy or get_settings().on_disconnect
         # Gmail push (users.stop for the user's watch); None while no push watch is registered anywhere.
         self.stop_push_watch = stop_push_watch
-        # One purge at a time: a purge is bounded batches of deletes, never urgent.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="purge")
+        # One disconnect at a time: a purge is bounded batches of deletes, never urgent.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="disconnect")
 
     def handle(self, provider_user_id: str) -> None:
+        purge = self.policy == "purge"
+        if purge:
+            request_purge(self.client, provider_user_id)
+            logger.info("purge of %s requested (EMAILSYNC_ON_DISCONNECT=purge)", provider_user_id)
+        if purge or self.stop_push_watch is not None:
+            self._pool.submit(self._disconnected, provider_user_id, purge)
+
+    def _disconnected(self, provider_user_id: str, purge: bool) -> None:
         if self.stop_push_watch is not None:
             try:
                 self.stop_push_watch(provider_user_id)
             except Exception:
                 logger.exception("could not stop the push watch of %s", provider_user_id)
-        if self.policy == "purge":
-            request_purge(self.client, provider_user_id)
-            self._pool.submit(self._purge, provider_user_id)
-            logger.info("purge of %s requested (EMAILSYNC_ON_DISCONNECT=purge)", provider_user_id)
+        if purge:
+            self._purge(provider_user_id)
 
     def resume_pending(self) -> None:
         """Run again every purge that was requested but not finished (its process died)."""
