@@ -370,8 +370,16 @@ def test_disconnect_with_purge_policy_removes_the_mail_and_a_reconnect_starts_a_
     lifecycle_env(server, EMAILSYNC_ON_DISCONNECT="purge")
     seed_connected(firestore_client, server, "pu-purged", mailbox)
     emails = EmailRepository(firestore_client)
-    watcher = GmailConnectWatcher(firestore_client, launcher=InProcessLauncher(max_workers=1))
-    assert isinstance(watcher.disconnects, DisconnectHandler) and watcher.disconnects.policy == "purge"
+    credentials = firestore_client.collection("providerCredentials").document("pu-purged")
+    push_stopped_with_credentials: list[bool] = []  # the push hook runs before the purge deletes them
+    assert DisconnectHandler(firestore_client).policy == "purge"  # EMAILSYNC_ON_DISCONNECT
+    disconnects = DisconnectHandler(
+        firestore_client,
+        stop_push_watch=lambda user: push_stopped_with_credentials.append(credentials.get().exists),
+    )
+    watcher = GmailConnectWatcher(
+        firestore_client, launcher=InProcessLauncher(max_workers=1), disconnects=disconnects
+    )
     watcher.start()
     try:
         wait_for(lambda: emails.count("pu-purged") == len(mailbox), timeout=90, what="the catch-up backfill")
@@ -381,7 +389,6 @@ def test_disconnect_with_purge_policy_removes_the_mail_and_a_reconnect_starts_a_
             what="the catch-up sync to complete",
         )
         disconnect_gmail(firestore_client, "pu-purged")
-        credentials = firestore_client.collection("providerCredentials").document("pu-purged")
         wait_for(
             lambda: (
                 emails.count("pu-purged") == 0
@@ -401,5 +408,6 @@ def test_disconnect_with_purge_policy_removes_the_mail_and_a_reconnect_starts_a_
         )
     finally:
         watcher.stop(wait=True)
+    assert push_stopped_with_credentials == [True]
     assert done[0].details.mode is SyncMode.BACKFILL
     assert emails.count("pu-purged") == len(mailbox)
