@@ -50,6 +50,7 @@ class GmailService(FirestoreModel):
     connected_at: datetime | None = None
     # The grant was revoked or expired: no automatic sync until the user reconnects (which clears it).
     needs_reauth: bool = False
+    needs_reauth_since: datetime | None = None  # when it was set: a later connectedAt is a reconnect
 
 
 class ProviderServices(FirestoreModel):

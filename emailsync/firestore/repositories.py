@@ -113,9 +113,13 @@ class ProviderUserRepository(_Repository):
         self.client.collection(PROVIDER_USERS).document(provider_user_id).set(user.to_firestore())
 
     def set_needs_reauth(self, provider_user_id: str, needs_reauth: bool) -> None:
-        """`services.gmail.needsReauth`: set when the grant is revoked, cleared on reconnect."""
+        """`services.gmail.needsReauth`: set when the grant is revoked (with `needsReauthSince`, so a
+        reconnect nobody saw happen is still recognised), cleared on reconnect."""
         document = self.client.collection(PROVIDER_USERS).document(provider_user_id)
-        document.update({"services.gmail.needsReauth": needs_reauth})
+        since = firestore.SERVER_TIMESTAMP if needs_reauth else None
+        document.update(
+            {"services.gmail.needsReauth": needs_reauth, "services.gmail.needsReauthSince": since}
+        )
 
 
 class CredentialsRepository(_Repository):

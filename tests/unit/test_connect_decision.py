@@ -137,3 +137,12 @@ def test_a_reconnect_of_a_user_with_a_revoked_grant_starts_a_sync():
     assert (reconnect.action, reconnect.reason) == ("start", "Gmail reconnected after a revoked grant")
     # the flag being set (same connectedAt) is no reconnect
     assert decide("MODIFIED", handled="k1", blocked=REAUTH).action == "skip"
+
+
+def test_a_reconnect_made_while_no_watcher_saw_it_lifts_the_block():
+    def user(connected_at):
+        gmail = {"active": True, "needsReauth": True, "needsReauthSince": NOW, "connectedAt": connected_at}
+        return ProviderUser(app_user_id="a", email="e", services={"gmail": gmail})
+
+    assert automatic_sync_blocked(user(NOW - timedelta(days=3))) == REAUTH  # connected before the revoke
+    assert automatic_sync_blocked(user(NOW + timedelta(minutes=5))) is None  # connected again since
