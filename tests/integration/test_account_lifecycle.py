@@ -35,6 +35,7 @@ from emailsync.firestore.repositories import (
     ProviderUserRepository,
     SyncStateRepository,
 )
+from emailsync.gmail.client import GmailClient
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.local.seed import connect_gmail, disconnect_gmail, seed_account
@@ -208,6 +209,33 @@ def test_tokens_expiring_every_5s_are_refreshed_mid_sync_the_newest_is_persisted
     assert len(every_log_line.lines) > 100  # DEBUG of every logger was really captured
     leaks = [line for line in lines for secret in secrets if secret in line]
     assert not leaks, f"{len(leaks)} log lines carry a token, e.g. {leaks[0][:300]}"
+
+
+def test_a_401_for_a_token_believed_valid_is_refreshed_and_retried_for_single_calls_and_batch_parts(
+    make_gmail_server,
+):
+    mailbox = mailbox_of(30)
+    server = make_gmail_server(mailbox, quota_units_per_second=0, access_token_ttl_seconds=1)
+    settings = get_settings().model_copy(
+        update={"gmail_api_endpoint": server.url, "quota_units_per_second": 5000}
+    )
+    ids = [message.id for message in mailbox.newest_first()]
+    saved: list[ProviderCredentials] = []
+
+    def client_believing_its_token_valid() -> GmailClient:
+        # What we stored says one more hour; the server expired the access token after 1 s.
+        stale = grant_credentials(server, "pu-401")
+        stale.expiry = datetime.now(UTC) + timedelta(hours=1)
+        time.sleep(1.2)
+        return GmailClient(stale, settings, on_token_refresh=lambda fresh, _used: saved.append(fresh))
+
+    single = client_believing_its_token_valid()
+    assert single.get_profile().messages_total == len(mailbox)  # 401 → refresh → the call again
+    batch = client_believing_its_token_valid()
+    assert len(batch.get_messages(ids)) == len(mailbox)  # every part 401 → one refresh → the parts again
+
+    assert single.stats.token_refreshes == batch.stats.token_refreshes == 1 and len(saved) == 2
+    assert saved[0].token != saved[1].token and all(fresh.expiry for fresh in saved)
 
 
 # ------------------------------------------------------------------------------------------ revoke
