@@ -32,8 +32,15 @@ class ConnectionGuard:
 
     @classmethod
     def load(cls, provider_user_id: str, users: ProviderUserRepository | None = None) -> ConnectionGuard:
+        """The guard of a sync starting now. A failed read must not stop the sync before it reports
+        anything: the guard then watches nothing (no disconnect check, no flag to clear)."""
         users = users or ProviderUserRepository()
-        return cls(users, provider_user_id, users.get(provider_user_id))
+        try:
+            user = users.get(provider_user_id)
+        except Exception as exc:
+            logger.warning("could not read providerUsers/%s: %s", provider_user_id, exc)
+            user = None
+        return cls(users, provider_user_id, user)
 
     def check(self, emails_processed: int) -> None:
         """Raise `GmailDisconnectedError` when Gmail was disconnected since the sync started."""
