@@ -11,6 +11,7 @@ thread, so one the process does not finish is resumed when the watcher starts ag
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +39,7 @@ class DisconnectHandler:
         self.stop_push_watch = stop_push_watch
         # One disconnect at a time: a purge is bounded batches of deletes, never urgent.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="disconnect")
+        self._stopping = threading.Event()
 
     def handle(self, provider_user_id: str) -> None:
         purge = self.policy == "purge"
@@ -69,9 +71,13 @@ class DisconnectHandler:
 
     def _purge(self, provider_user_id: str) -> None:
         try:
-            purge_provider_user(self.client, provider_user_id)
+            purge_provider_user(self.client, provider_user_id, stopping=self._stopping.is_set)
         except Exception:  # its marker stays: the next watcher start (or `emailsync purge`) resumes it
             logger.exception("purge of %s failed", provider_user_id)
 
     def shutdown(self, wait: bool) -> None:
+        """With `wait`, finish what was handed over; without, a running purge stops after its batch (its
+        marker stays: the next start resumes it)."""
+        if not wait:
+            self._stopping.set()
         self._pool.shutdown(wait=wait, cancel_futures=not wait)

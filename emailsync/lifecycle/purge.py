@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from google.cloud import firestore
@@ -80,8 +81,12 @@ def purge_provider_user(
     *,
     batch_size: int = PURGE_BATCH_SIZE,
     lease_wait_seconds: float | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> PurgeSummary:
-    """Delete the user's emails, sync state and credentials (see the module docstring)."""
+    """Delete the user's emails, sync state and credentials (see the module docstring).
+
+    `stopping()` true (the process shuts down) ends the purge between two batches; its marker stays, so
+    it is resumed later."""
     settings = get_settings()
     users = ProviderUserRepository(client)
     sync_state = SyncStateRepository(client)
@@ -96,6 +101,9 @@ def purge_provider_user(
     # A running sync notices the disconnect at its next batch boundary and gives the lease up.
     deadline = time.monotonic() + (timeout + 5 if lease_wait_seconds is None else lease_wait_seconds)
     while not sync_state.acquire_lease(provider_user_id, lease_id, owner, timeout):
+        if stopping():
+            summary.stopped = "shutting down (resumed later)"
+            return summary
         if time.monotonic() > deadline:
             raise RetriableError(f"a sync of {provider_user_id} still holds its lease; purge again later")
         time.sleep(LEASE_POLL_SECONDS)
@@ -114,6 +122,9 @@ def purge_provider_user(
         snapshots = list(emails.select([]).limit(batch_size).stream())
         if not snapshots:
             break
+        if stopping():
+            summary.stopped = "shutting down (resumed later)"
+            return summary
         if _reconnected(users, provider_user_id):
             _abandon(client, provider_user_id, summary, "Gmail was reconnected during the purge")
             return summary
