@@ -34,22 +34,31 @@ def decide_connect(
     pending: Callable[[], list[SyncProgress]],
     now: datetime,
     stale_pending_after: timedelta,
+    blocked: str | None = None,
 ) -> ConnectDecision:
     """ADDED = a connect (active turned true), REMOVED = a disconnect, MODIFIED = an unrelated update.
 
     `catch_up`: the first snapshot after (re)subscribing; `after_gap`: that snapshot follows a stream
-    error (not the watcher's start)."""
+    error (not the watcher's start). `blocked`: why no automatic trigger may sync this user
+    (`emailsync.lifecycle.automatic_sync_blocked`; for a connected user: the grant was revoked or
+    expired, `needsReauth`): then only a reconnect — active turning true, or a new `connectedAt` while
+    active (the app stored a new credential) — starts a sync, never a catch-up."""
     if kind == "REMOVED":
         return ConnectDecision(
             action="disconnected", reason="Gmail disconnected; a reconnect starts a new sync"
         )
     if kind == "MODIFIED":
+        if blocked and connect_key is not None and connect_key != handled_key:
+            return ConnectDecision(action="start", reason="Gmail reconnected after a revoked grant")
         # Still connected: an unrelated update (or active written true again) is not a connect.
         return ConnectDecision(action="skip", reason="update of an already connected user, not a connect")
     if handled_key is not None and handled_key == connect_key:
         return ConnectDecision(action="skip", reason="this connect was already handled (re-delivered event)")
     if not catch_up:
         return ConnectDecision(action="start", reason="Gmail connected")
+    if blocked and not after_gap:
+        # Connected long ago, grant revoked since: the periodic sync leaves them alone too.
+        return ConnectDecision(action="skip", reason=f"catch-up: {blocked}")
     if after_gap:
         # Re-subscribed after a stream error: this connect happened while we were not listening.
         reason = live_sync_reason(state(), pending, now=now, stale_pending_after=stale_pending_after)

@@ -32,6 +32,7 @@ from google.cloud.firestore_v1.watch import Watch
 from pydantic import BaseModel
 
 from deployments.connect_decision import decide_connect
+from deployments.disconnect import DisconnectHandler
 from deployments.launchers import (
     DeploymentLauncher,
     InProcessLauncher,
@@ -43,7 +44,8 @@ from emailsync.config import get_settings
 from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.progress import ProgressWriter
-from emailsync.firestore.repositories import SyncStateRepository
+from emailsync.firestore.repositories import ProviderUserRepository, SyncStateRepository
+from emailsync.lifecycle import automatic_sync_blocked
 from emailsync.models import ProviderUser, SyncProgress, SyncStatus, SyncTrigger
 from emailsync.sync.ids import new_sync_id
 
@@ -87,8 +89,11 @@ class GmailConnectWatcher:
         pending_start_timeout: timedelta | None = None,
         pending_sweep_interval: float = 60.0,
         on_decision: Callable[[WatcherDecision], None] | None = None,
+        disconnects: DisconnectHandler | None = None,
     ) -> None:
         self.client = client or get_firestore_client()
+        # What a disconnect does besides stopping the user's running sync: push watch, purge policy.
+        self.disconnects = disconnects or DisconnectHandler(self.client)
         self.launcher = launcher or default_launcher()
         self.progress = progress_writer or ProgressWriter(self.client)
         self.sync_state = SyncStateRepository(self.client)
@@ -125,6 +130,7 @@ class GmailConnectWatcher:
     def start(self, wait_ready: float | None = 30.0) -> GmailConnectWatcher:
         """Subscribe; with `wait_ready`, return once the first snapshot (the catch-up) was handled."""
         self._stop.clear()
+        self.disconnects.resume_pending()  # purges a crash left unfinished
         self._subscribe()
         self._supervisor = threading.Thread(target=self._supervise, name="watcher-supervisor", daemon=True)
         self._supervisor.start()
@@ -140,6 +146,7 @@ class GmailConnectWatcher:
             self._supervisor.join(timeout=5)
             self._supervisor = None
         self.launcher.shutdown(wait=wait)
+        self.disconnects.shutdown(wait=wait)
         logger.info("watcher stopped")
 
     def __enter__(self) -> GmailConnectWatcher:
@@ -241,10 +248,12 @@ class GmailConnectWatcher:
         kind = change.type.name  # ADDED | MODIFIED | REMOVED
         if kind == "REMOVED":
             self._handled.pop(provider_user_id, None)
-            user, key = None, None
+            user, key, blocked = None, None, None
         else:
             user = ProviderUser.from_firestore(change.document.to_dict())
-            key = _connect_key(user, change.document) if kind == "ADDED" else None
+            blocked = automatic_sync_blocked(user)
+            # A new connectedAt of a user waiting to reconnect is a reconnect, even while active stays true.
+            key = _connect_key(user, change.document) if kind == "ADDED" or blocked else None
         decision = decide_connect(
             kind,
             connect_key=key,
@@ -255,6 +264,7 @@ class GmailConnectWatcher:
             pending=lambda: self._pending_progress(provider_user_id),
             now=datetime.now(UTC),
             stale_pending_after=self.stale_pending_after,
+            blocked=blocked,
         )
         if decision.action == "start":
             assert user is not None
@@ -263,6 +273,8 @@ class GmailConnectWatcher:
             self._decide(
                 provider_user_id, "skipped" if decision.action == "skip" else decision.action, decision.reason
             )
+            if decision.action == "disconnected":
+                self.disconnects.handle(provider_user_id)
         if key is not None:
             # Only now: if anything above raised, the re-subscription re-delivers this connect and retries.
             self._handled[provider_user_id] = key
@@ -277,6 +289,8 @@ class GmailConnectWatcher:
 
     def _start_sync(self, provider_user_id: str, user: ProviderUser, *, why: str) -> None:
         sync_id = new_sync_id(provider_user_id, SyncTrigger.CONNECT)
+        if user.gmail_needs_reauth:  # a connect is a reconnect: the new grant gets its chance
+            ProviderUserRepository(self.client).set_needs_reauth(provider_user_id, False)
         # Order matters: the pending doc first, so the web app shows the sync before Prefect knows it.
         self.progress.create_pending(
             sync_id=sync_id,

@@ -151,6 +151,35 @@ def sync(
 
 
 @app.command()
+def purge(
+    provider_user_id: Annotated[str, typer.Argument(help="providerUsers document id (Gmail disconnected)")],
+    batch_size: Annotated[int, typer.Option(min=1, max=500, help="emails deleted per commit")] = 200,
+) -> None:
+    """Delete a disconnected user's emails, sync state and credentials (resumable, idempotent).
+
+    What `EMAILSYNC_ON_DISCONNECT=purge` makes the watcher do on a disconnect; run it again after a crash,
+    or for a user who disconnected while no watcher was running.
+    """
+    from emailsync.firestore.client import get_firestore_client
+    from emailsync.firestore.repositories import ProviderUserRepository
+    from emailsync.lifecycle import purge_provider_user
+
+    _require_provider_user(provider_user_id)
+    client = get_firestore_client()
+    user = ProviderUserRepository(client).get(provider_user_id)
+    if user is not None and user.gmail_active:
+        raise _fail(f"Gmail of {provider_user_id} is still connected; disconnect it first")
+    _configure_logging()
+    summary = purge_provider_user(client, provider_user_id, batch_size=batch_size)
+    if not summary.completed:
+        raise _fail(f"purge of {provider_user_id} stopped: {summary.stopped}")
+    _out().print(
+        f"purged {provider_user_id}: {summary.emails_deleted} emails deleted in {summary.batches} batches, "
+        "credentials and sync state removed"
+    )
+
+
+@app.command()
 def watch() -> None:
     """The Gmail-connect watcher, until interrupted."""
     _configure_logging()

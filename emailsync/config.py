@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # Where the Prefect automation on failed / crashed email-sync runs posts (unset: it only records
     # the event in Prefect; see deployments/automations.py).
     alert_webhook_url: str | None = Field(None, validation_alias=_env("EMAILSYNC_ALERT_WEBHOOK_URL"))
+    # What a Gmail disconnect does to the user's data: keep it, or purge emails, sync state, credentials.
+    on_disconnect: Literal["keep", "purge"] = Field("keep", validation_alias=_env("EMAILSYNC_ON_DISCONNECT"))
     prefect_api_url: str | None = Field(None, validation_alias=_env("PREFECT_API_URL"))
     local_backend: LocalBackend = Field(
         DEFAULT_LOCAL_BACKEND, validation_alias=_env("EMAILSYNC_LOCAL_BACKEND")
@@ -140,7 +142,7 @@ class Settings(BaseSettings):
             self.quota_costs = self.quota_costs.model_copy(update=overrides)
         return self
 
-    @field_validator("local_backend", "local_onnx_precision", mode="before")
+    @field_validator("local_backend", "local_onnx_precision", "on_disconnect", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -33,11 +33,23 @@ class FatalError(EmailSyncError):
 
 
 class AuthorizationRevokedError(FatalError):
-    """401 / invalid_grant: the user must reconnect Gmail."""
+    """401 / invalid_grant: the grant was revoked or expired; the user must reconnect Gmail
+    (the sync that meets it sets `providerUsers/{id}.services.gmail.needsReauth`)."""
+
+    MESSAGE = "Gmail authorization revoked or expired: reconnect Gmail to resume syncing"
 
     def __init__(self, detail: str = "") -> None:
-        message = "Gmail authorization revoked: the user must reconnect Gmail"
+        message = self.MESSAGE
         super().__init__(f"{message} ({detail})" if detail else message)
+
+
+class GmailDisconnectedError(FatalError):
+    """`services.gmail.active` turned false while the sync ran: it stops at the next batch boundary."""
+
+    def __init__(self, emails_processed: int) -> None:
+        super().__init__(
+            f"Gmail was disconnected; sync stopped ({emails_processed} emails processed before it stopped)"
+        )
 
 
 class HistoryExpiredError(FatalError):
@@ -198,6 +210,7 @@ def resolve_http_error(mapping: ErrorMapping, status: int, reasons: Iterable[str
 # (first match wins; `{exc}` is the exception's own text).
 FAILURE_DESCRIPTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
     (AuthorizationRevokedError, "{exc}"),
+    (GmailDisconnectedError, "{exc}"),
     (LeaseHeldError, "another sync took over: {exc}"),
     (RetriableError, "Gmail or Firestore kept failing after retries: {exc}"),
     ((KeyboardInterrupt, SystemExit), "the sync was interrupted"),

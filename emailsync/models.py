@@ -48,6 +48,9 @@ class Family(FirestoreModel):
 class GmailService(FirestoreModel):
     active: bool = False
     connected_at: datetime | None = None
+    # The grant was revoked or expired: no automatic sync until the user reconnects (which clears it).
+    needs_reauth: bool = False
+    needs_reauth_since: datetime | None = None  # when it was set: a later connectedAt is a reconnect
 
 
 class ProviderServices(FirestoreModel):
@@ -66,6 +69,10 @@ class ProviderUser(FirestoreModel):
     @property
     def gmail_active(self) -> bool:
         return bool(self.services.gmail.active)
+
+    @property
+    def gmail_needs_reauth(self) -> bool:
+        return bool(self.services.gmail.needs_reauth)
 
 
 class ProviderCredentials(FirestoreModel):

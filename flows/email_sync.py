@@ -20,6 +20,7 @@ import sys
 from prefect import flow
 
 from emailsync.config import get_settings
+from emailsync.lifecycle import ConnectionGuard
 from emailsync.models import SyncTrigger
 from emailsync.sync.plan import choose_plan
 from emailsync.sync.summary import SyncSummary
@@ -54,8 +55,10 @@ def email_sync(
     if run.skipped:
         return run.summary
     slot_seconds = settings.lease_timeout_seconds
+    connection = ConnectionGuard.load(provider_user_id)  # revoked grant → needsReauth; disconnect → stop
     # failed document on error (with the readable cause), lease released always
     with (
+        connection.watching(),
         run.reported(),
         user_sync_slot(provider_user_id, wait_seconds=slot_seconds, lease_seconds=slot_seconds),
     ):
@@ -68,6 +71,7 @@ def email_sync(
         label_flow_run(run)
         for batch in fetch_ahead(fetch_email_batch, run, plan):  # batch N+1 downloads while N is stored
             process_email_batch(run, plan, batch)
+            connection.check(run.summary.emails_processed)  # Gmail disconnected since → stop here
         finish_sync(run, plan)
     return run.summary
 

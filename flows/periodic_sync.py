@@ -19,6 +19,7 @@ from emailsync.config import get_settings
 from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.repositories import ProviderUserRepository
+from emailsync.lifecycle import automatic_sync_blocked
 from emailsync.models import SyncTrigger
 from emailsync.sync.summary import SyncSummary
 
@@ -64,6 +65,10 @@ def periodic_email_sync(
     logger = get_run_logger()
     users = ProviderUserRepository(get_firestore_client()).list_gmail_active()
     logger.info("%d provider users with Gmail active", len(users))
+    left_alone = {pid: why for pid, user in users if (why := automatic_sync_blocked(user)) is not None}
+    for provider_user_id, why in left_alone.items():
+        logger.info("not syncing %s: %s", provider_user_id, why)
+    users = [(pid, user) for pid, user in users if pid not in left_alone]
 
     if _deployment_available(deployment_name):
         from prefect.deployments import run_deployment

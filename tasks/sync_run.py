@@ -17,7 +17,7 @@ from prefect.context import FlowRunContext
 from emailsync.config import get_settings
 from emailsync.enrichment import get_enricher
 from emailsync.firestore.progress import get_progress_writer
-from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+from emailsync.firestore.repositories import CredentialsRepository, EmailRepository, SyncStateRepository
 from emailsync.gmail.client import GmailClient
 from emailsync.models import SyncTrigger
 from emailsync.sync.ids import new_sync_id
@@ -78,7 +78,14 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
             provider_user_id=provider_user_id,
             app_user_id=target.user.app_user_id,
             family_id=target.user.family_id,
-            gmail=GmailClient(target.credentials, settings),
+            gmail=GmailClient(
+                target.credentials,
+                settings,
+                # refreshed tokens are written back to providerCredentials (only when they changed)
+                on_token_refresh=lambda refreshed, refreshed_with: CredentialsRepository().save_refreshed(
+                    provider_user_id, refreshed, refreshed_with
+                ),
+            ),
             emails=EmailRepository(),
             sync_state=run.sync_state,
             progress=progress,

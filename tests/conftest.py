@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.pubsub",
     "tests.fixtures.gmail_contract",
     "tests.fixtures.prefect",
+    "tests.fixtures.accounts",
 ]

@@ -112,6 +112,15 @@ class ProviderUserRepository(_Repository):
     def put(self, provider_user_id: str, user: ProviderUser) -> None:
         self.client.collection(PROVIDER_USERS).document(provider_user_id).set(user.to_firestore())
 
+    def set_needs_reauth(self, provider_user_id: str, needs_reauth: bool) -> None:
+        """`services.gmail.needsReauth`: set when the grant is revoked (with `needsReauthSince`, so a
+        reconnect nobody saw happen is still recognised), cleared on reconnect."""
+        document = self.client.collection(PROVIDER_USERS).document(provider_user_id)
+        since = firestore.SERVER_TIMESTAMP if needs_reauth else None
+        document.update(
+            {"services.gmail.needsReauth": needs_reauth, "services.gmail.needsReauthSince": since}
+        )
+
 
 class CredentialsRepository(_Repository):
     """`providerCredentials/{providerUserId}`: OAuth data. Never logged, never readable by clients."""
@@ -125,6 +134,34 @@ class CredentialsRepository(_Repository):
     def put(self, provider_user_id: str, credentials: ProviderCredentials) -> None:
         document = self.client.collection(PROVIDER_CREDENTIALS).document(provider_user_id)
         document.set(credentials.to_firestore(exclude_none=True))
+
+    def save_refreshed(
+        self, provider_user_id: str, refreshed: ProviderCredentials, refreshed_with: str | None
+    ) -> bool:
+        """Write a refreshed access token (and expiry, and a rotated refresh token) back; true if written.
+
+        `refreshed_with` is the refresh token the refresh used. Nothing is written when the stored token
+        and expiry already are these, nor when the stored grant is another one (the user reconnected
+        meanwhile: their new credentials win)."""
+        document = self.client.collection(PROVIDER_CREDENTIALS).document(provider_user_id)
+
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
+            if not snapshot.exists:
+                return None  # purged (disconnect): nothing to keep fresh
+            stored = ProviderCredentials.from_firestore(snapshot.to_dict())
+            if stored.refresh_token != refreshed_with:
+                return None
+            if stored.token == refreshed.token and stored.expiry == refreshed.expiry:
+                return None
+            update: dict[str, Any] = {"token": refreshed.token, "expiry": refreshed.expiry}
+            if refreshed.refresh_token and refreshed.refresh_token != stored.refresh_token:
+                update["refreshToken"] = refreshed.refresh_token
+            return update
+
+        return compare_and_set(self.client, document, decide)
+
+    def delete(self, provider_user_id: str) -> None:
+        self.client.collection(PROVIDER_CREDENTIALS).document(provider_user_id).delete()
 
 
 class AppUserRepository(_Repository):

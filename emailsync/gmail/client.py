@@ -15,6 +15,7 @@ pacing bucket is shared by every thread and every client of the same user, so th
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -37,7 +38,7 @@ from emailsync.errors import (
     RetriableError,
 )
 from emailsync.gmail import settings as gmail_settings
-from emailsync.gmail.credentials import google_credentials
+from emailsync.gmail.credentials import TokenRefreshed, google_credentials
 from emailsync.gmail.http_errors import classify_http_error, is_rate_limit, scrub
 from emailsync.gmail.pacing import Sleep, TokenBucket, shared_bucket
 from emailsync.gmail.retry import GmailRetrier
@@ -48,6 +49,8 @@ from emailsync.models import ProviderCredentials
 logger = logging.getLogger(__name__)
 
 # Network trouble: timeouts, resets, refused connections (OSError covers socket.timeout and ConnectionError).
+# RFC 6749: a refused grant (invalid_grant, invalid_client, ...) is answered 400.
+OAUTH_ERROR_STATUS = 400
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httplib2.HttpLib2Error, TransportError, OSError)
 
 
@@ -89,11 +92,14 @@ class GmailClient:
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         bucket: TokenBucket | None = None,
         sleep: Sleep = time.sleep,
+        on_token_refresh: TokenRefreshed | None = None,
     ) -> None:
+        """`on_token_refresh` receives the credentials after every token refresh (to persist them)."""
         self._settings = settings or get_settings()
         self._sleep_fn = sleep
         self._costs = self._settings.quota_costs
-        self._secrets = (credentials.token, credentials.refresh_token, credentials.client_secret)
+        self._stored_secrets = (credentials.token, credentials.refresh_token, credentials.client_secret)
+        self._on_token_refresh = on_token_refresh
         self.stats = ClientStats()
 
         endpoint = self._settings.gmail_api_endpoint
@@ -102,7 +108,7 @@ class GmailClient:
         self._batch_uri = (
             endpoint + gmail_settings.BATCH_PATH if endpoint else gmail_settings.GOOGLE_BATCH_URI
         )
-        self._google_credentials = google_credentials(credentials)
+        self._google_credentials = google_credentials(credentials, on_refresh=self._token_refreshed)
         self._thread_http = threading.local()
         self._service = build(
             "gmail",
@@ -119,7 +125,7 @@ class GmailClient:
 
         self._bucket = bucket or shared_bucket(
             endpoint or "https://gmail.googleapis.com/",
-            credentials.token,
+            credentials.refresh_token or credentials.token,  # one user across refreshed access tokens
             self._settings.quota_units_per_second,
         )
         self._retrier = GmailRetrier(retry_policy, self._bucket, self.stats, sleep)
@@ -261,6 +267,24 @@ class GmailClient:
 
     # ----------------------------------------------------------------------------------- internals
 
+    @property
+    def _secrets(self) -> tuple[str | None, ...]:
+        """Every token this client has held (refreshes add new ones): scrubbed from every message."""
+        return (*self._stored_secrets, *self._google_credentials.secrets())
+
+    def _token_refreshed(self, refreshed: ProviderCredentials, refreshed_with: str | None) -> None:
+        self.stats.token_refreshes += 1
+        logger.info("Gmail access token refreshed (valid until %s)", refreshed.expiry)
+        if self._on_token_refresh is None:
+            return
+        try:
+            self._on_token_refresh(refreshed, refreshed_with)
+        except Exception as exc:  # the new token works in memory; the next sync refreshes again
+            logger.warning(
+                "could not save the refreshed Gmail token: %s",
+                scrub(f"{type(exc).__name__}: {exc}", self._secrets)[:200],
+            )
+
     def _classify(self, exc: BaseException, operation: str) -> EmailSyncError:
         if isinstance(exc, EmailSyncError):
             return exc
@@ -272,15 +296,29 @@ class GmailClient:
             )
         if isinstance(exc, RefreshError) and getattr(exc, "retryable", False):  # token endpoint 5xx/429
             return RetriableError(f"{operation}: token refresh failed temporarily")
-        if isinstance(exc, RefreshError):  # a 401 made google-auth refresh, and that failed
-            detail = scrub(str(exc.args[0]) if exc.args else type(exc).__name__, self._secrets)
-            return AuthorizationRevokedError(f"{operation}: {detail[:200]}")
+        if isinstance(exc, RefreshError):
+            return self._classify_refresh_error(exc, operation)
         if isinstance(exc, _TRANSPORT_ERRORS):
             return RetriableError(
                 f"{operation}: {type(exc).__name__}: {scrub(str(exc), self._secrets)[:200]}"
             )
         return FatalError(
             f"{operation}: unexpected {type(exc).__name__}: {scrub(str(exc), self._secrets)[:200]}"
+        )
+
+    def _classify_refresh_error(self, exc: RefreshError, operation: str) -> EmailSyncError:
+        """The token endpoint refused a refresh: its OAuth error (`invalid_grant` = revoked or expired
+        grant) resolved through the one table. No answer at all means the stored credentials cannot be
+        refreshed (no refresh token): the access token was refused or expired, as a 401."""
+        answer = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else None
+        if answer and answer.get("error"):
+            body = json.dumps({key: answer.get(key) for key in ("error", "error_description")})
+            return classify_http_error(
+                OAUTH_ERROR_STATUS, body, operation=f"{operation} (token refresh)", secrets=self._secrets
+            )
+        detail = scrub(str(exc.args[0]) if exc.args else type(exc).__name__, self._secrets)[:200]
+        return classify_http_error(
+            401, detail, operation=f"{operation} (token refresh)", secrets=self._secrets
         )
 
     def _http(self) -> google_auth_httplib2.AuthorizedHttp:

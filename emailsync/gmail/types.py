@@ -76,5 +76,6 @@ class ClientStats:
     server_errors: int = 0  # calls answered 5xx or failing in transport
     retries: int = 0  # calls sent again
     not_found: int = 0  # messages that vanished between list and get
+    token_refreshes: int = 0  # access tokens obtained with the refresh token
     paced_seconds: float = 0.0  # time spent waiting for quota units
     backoff_seconds: float = 0.0  # time spent in retry delays (Retry-After included)

@@ -127,11 +127,9 @@ class FirestoreEmulator:
         is_path = isinstance(rules, Path) or ("\n" not in rules and Path(rules).is_file())
         text = Path(rules).read_text() if is_path else str(rules)
         body = {"rules": {"files": [{"name": "firestore.rules", "content": text}]}}
+        # The first rules load compiles them in a cold JVM: on a busy machine that takes well over 10 s.
         response = self._session.put(
-            # The first rules load compiles the rules engine: slow on a loaded machine.
-            f"{self.base_url}/emulator/v1/projects/{project}:securityRules",
-            json=body,
-            timeout=60,
+            f"{self.base_url}/emulator/v1/projects/{project}:securityRules", json=body, timeout=60
         )
         if response.status_code != 200:
             raise RuntimeError(f"loading rules failed ({response.status_code}): {response.text}")

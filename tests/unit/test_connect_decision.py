@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from deployments.connect_decision import decide_connect
-from emailsync.models import SyncProgress, SyncState
+from emailsync.lifecycle import automatic_sync_blocked
+from emailsync.models import ProviderUser, SyncProgress, SyncState
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 STALE = timedelta(minutes=10)
@@ -30,7 +31,15 @@ def pending_doc(age: timedelta) -> SyncProgress:
 
 
 def decide(
-    kind="ADDED", *, state=None, pending=(), handled=None, catch_up=False, after_gap=False, reads=None
+    kind="ADDED",
+    *,
+    state=None,
+    pending=(),
+    handled=None,
+    catch_up=False,
+    after_gap=False,
+    reads=None,
+    blocked=None,
 ):
     reads = [] if reads is None else reads
 
@@ -52,6 +61,7 @@ def decide(
         pending=read_pending,
         now=NOW,
         stale_pending_after=STALE,
+        blocked=blocked,
     )
 
 
@@ -96,3 +106,43 @@ def test_catch_up_skips_a_live_lease_or_a_recent_pending_doc_but_not_a_stale_one
 def test_after_a_stream_gap_a_completed_backfill_does_not_stop_a_reconnect():
     decision = decide(state=SyncState(backfill_completed=True), catch_up=True, after_gap=True)
     assert (decision.action, decision.reason) == ("start", "connected while the listener was re-subscribing")
+
+
+REAUTH = automatic_sync_blocked(
+    ProviderUser(app_user_id="a", email="e", services={"gmail": {"active": True, "needsReauth": True}})
+)
+
+
+def test_the_one_rule_leaves_users_alone_who_are_disconnected_or_must_reconnect():
+    def user(**gmail):
+        return ProviderUser(app_user_id="a", email="e", services={"gmail": gmail})
+
+    assert automatic_sync_blocked(user(active=True)) is None
+    assert automatic_sync_blocked(user(active=False)) == "Gmail is not connected"
+    assert automatic_sync_blocked(None) == "Gmail is not connected"
+    assert REAUTH is not None and "reconnect Gmail" in REAUTH
+
+
+def test_catch_up_leaves_a_user_with_a_revoked_grant_alone_without_reading_anything():
+    reads: list[str] = []
+    decision = decide(catch_up=True, blocked=REAUTH, reads=reads)
+    assert (decision.action, decision.reason) == ("skip", f"catch-up: {REAUTH}") and reads == []
+
+
+def test_a_reconnect_of_a_user_with_a_revoked_grant_starts_a_sync():
+    # active turned true again
+    assert decide("ADDED", blocked=REAUTH).action == "start"
+    # or a new connectedAt while active stayed true (the app stored a new credential)
+    reconnect = decide("MODIFIED", handled="k0", blocked=REAUTH)
+    assert (reconnect.action, reconnect.reason) == ("start", "Gmail reconnected after a revoked grant")
+    # the flag being set (same connectedAt) is no reconnect
+    assert decide("MODIFIED", handled="k1", blocked=REAUTH).action == "skip"
+
+
+def test_a_reconnect_made_while_no_watcher_saw_it_lifts_the_block():
+    def user(connected_at):
+        gmail = {"active": True, "needsReauth": True, "needsReauthSince": NOW, "connectedAt": connected_at}
+        return ProviderUser(app_user_id="a", email="e", services={"gmail": gmail})
+
+    assert automatic_sync_blocked(user(NOW - timedelta(days=3))) == REAUTH  # connected before the revoke
+    assert automatic_sync_blocked(user(NOW + timedelta(minutes=5))) is None  # connected again since

@@ -167,7 +167,10 @@ def test_a_parked_batch_is_kept_until_recorded_and_counted_once():
 @pytest.mark.parametrize(
     ("exc", "text"),
     [
-        (AuthorizationRevokedError(), "Gmail authorization revoked: the user must reconnect Gmail"),
+        (
+            AuthorizationRevokedError(),
+            "Gmail authorization revoked or expired: reconnect Gmail to resume syncing",
+        ),
         (LeaseHeldError("lost"), "another sync took over: lost"),
         (RetriableError("503"), "Gmail or Firestore kept failing after retries: 503"),
         (KeyboardInterrupt(), "the sync was interrupted"),
