@@ -57,6 +57,7 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
         progress=progress,
         sync_state=SyncStateRepository(),
         lease_timeout_seconds=settings.lease_timeout_seconds,
+        lease_renew_seconds=settings.lease_heartbeat_seconds,
         flow_run_id=flow_run_id,
         logger=logger,
         view=ProgressArtifacts(provider_user_id, sync_id),
