@@ -128,7 +128,7 @@ class FirestoreEmulator:
         text = Path(rules).read_text() if is_path else str(rules)
         body = {"rules": {"files": [{"name": "firestore.rules", "content": text}]}}
         response = self._session.put(
-            f"{self.base_url}/emulator/v1/projects/{project}:securityRules", json=body, timeout=10
+            f"{self.base_url}/emulator/v1/projects/{project}:securityRules", json=body, timeout=60
         )
         if response.status_code != 200:
             raise RuntimeError(f"loading rules failed ({response.status_code}): {response.text}")
