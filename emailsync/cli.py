@@ -159,7 +159,7 @@ def sync(
     _require_provider_user(provider_user_id)
     _use_local_prefect_server()
     if verbose:
-        _configure_logging(verbose=True)
+        _configure_logging()
     from flows.email_sync import email_sync
 
     if not verbose:

@@ -188,6 +188,7 @@ class SharedPrefectServer:
                 if server.poll() is not None or stopping:
                     return 1
                 time.sleep(0.25)
+            free_orphaned_slots(api_url)
             info = ServerInfo(api_url=api_url, port=port, supervisor_pid=os.getpid())
             temporary = self.info_path.with_suffix(".tmp")
             temporary.write_text(info.model_dump_json())
@@ -210,6 +211,29 @@ class SharedPrefectServer:
                 if json.loads(self.info_path.read_text()).get("supervisor_pid") == os.getpid():
                     self.info_path.unlink(missing_ok=True)
             stop_process_group(server, timeout=15)  # type: ignore[arg-type]
+
+
+def free_orphaned_slots(api_url: str, attempts: int = 10) -> None:
+    """Zero the occupied slots of every concurrency limit of a server that just started.
+
+    The server keeps slot leases in memory but slot counts in its database: slots held when it last
+    stopped would stay occupied for good, with no lease left to expire. At start nobody holds any.
+    """
+    for attempt in range(attempts):
+        try:
+            response = requests.post(f"{api_url}/v2/concurrency_limits/filter", json={}, timeout=10)
+            response.raise_for_status()
+            for limit in response.json():
+                if limit.get("active_slots"):
+                    requests.patch(
+                        f"{api_url}/v2/concurrency_limits/{limit['id']}", json={"active_slots": 0}, timeout=10
+                    ).raise_for_status()
+                    print(f"freed the orphaned slots of {limit['name']}", flush=True)
+            return
+        except requests.RequestException as exc:  # a busy SQLite answers 503: try again
+            if attempt == attempts - 1:
+                print(f"could not free orphaned concurrency slots: {exc}", flush=True)
+            time.sleep(1.0)
 
 
 def _alive(pid: int) -> bool:

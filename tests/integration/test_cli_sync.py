@@ -5,6 +5,7 @@ Firestore → one line within seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,14 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from google.cloud import firestore
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from typer.testing import CliRunner
 
+from emailsync.cli import app
+from emailsync.config import get_settings
 from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
-from emailsync.local.prefect_server import SharedPrefectServer
+from emailsync.local.prefect_server import ServerInfo, SharedPrefectServer
 from emailsync.local.processes import free_port
 from emailsync.local.seed import SeededAccount, seed_account
 from emailsync.models import SyncStatus
@@ -32,6 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.prefect]
 
 EMAILSYNC = str(Path(sys.executable).with_name("emailsync"))
 FAST_QUOTA = 2500
+runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +218,49 @@ def test_an_unreachable_firestore_fails_within_seconds_with_one_line(state_dir: 
     assert time.monotonic() - started < 15
     output = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert output == [f"sync failed: Firestore emulator at 127.0.0.1:{port} is unreachable"]
+
+
+def test_the_shared_server_is_stopped_by_command_or_when_idle_and_a_restart_frees_orphaned_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("EMAILSYNC_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("EMAILSYNC_PREFECT_SERVER_IDLE_MINUTES", "0.05")  # 3 s
+    get_settings.cache_clear()
+    server = SharedPrefectServer()
+    assert server.state_dir == tmp_path / "prefect"
+    api_url = server.ensure()  # this test process is a client: the server must not stop under it
+    # A slot held when the server went away, as a sync killed with its server would leave it.
+    requests.post(
+        f"{api_url}/v2/concurrency_limits/", json={"name": "email-sync:pu-orphan", "limit": 1}, timeout=10
+    )
+    requests.patch(
+        f"{api_url}/v2/concurrency_limits/email-sync:pu-orphan", json={"active_slots": 1}, timeout=10
+    )
+    time.sleep(6)
+    assert server.info() is not None
+
+    assert runner.invoke(app, ["prefect-server", "stop"]).stdout.strip() == "stopped the local Prefect server"
+    assert (
+        runner.invoke(app, ["prefect-server", "status"]).stdout.strip()
+        == "no local Prefect server is running"
+    )
+
+    (server.clients_dir / str(os.getpid())).unlink()  # as when this command exits
+    api_url = server.ensure(register=False)
+    limit = requests.get(f"{api_url}/v2/concurrency_limits/email-sync:pu-orphan", timeout=10).json()
+    assert limit["active_slots"] == 0
+    supervisor = ServerInfo.model_validate_json(server.info_path.read_text()).supervisor_pid
+    wait_for(
+        lambda: server.info() is None and not process_exists(supervisor), timeout=60, what="the idle stop"
+    )
+    get_settings.cache_clear()
+
+
+def process_exists(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
