@@ -13,6 +13,7 @@ machine, container or OS) nothing is concluded and the lease is left to expire.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -94,7 +95,12 @@ class LeaseHeartbeat:
 
     def start(self) -> LeaseHeartbeat:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            # In the starter's context (its context variables: an orchestrator's run and settings),
+            # which the calls added with `also` may need.
+            context = contextvars.copy_context()
+            self._thread = threading.Thread(
+                target=context.run, args=(self._run,), name=self._name, daemon=True
+            )
             self._thread.start()
         return self
 
