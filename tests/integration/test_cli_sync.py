@@ -221,14 +221,15 @@ def test_an_unreachable_firestore_fails_within_seconds_with_one_line(state_dir: 
 
 
 def test_the_shared_server_is_stopped_by_command_or_when_idle_and_a_restart_frees_orphaned_slots(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setenv("EMAILSYNC_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("EMAILSYNC_PREFECT_SERVER_IDLE_MINUTES", "0.05")  # 3 s
+    monkeypatch.setenv("EMAILSYNC_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("EMAILSYNC_PREFECT_SERVER_IDLE_MINUTES", "0.05")  # 3 s (for the next start)
     get_settings.cache_clear()
     server = SharedPrefectServer()
-    assert server.state_dir == tmp_path / "prefect"
-    api_url = server.ensure()  # this test process is a client: the server must not stop under it
+    assert server.state_dir == state_dir / "prefect"
+    api_url = server.ensure(register=False)  # the one the syncs above used
+    assert runner.invoke(app, ["prefect-server", "status"]).stdout.startswith(api_url)
     # A slot held when the server went away, as a sync killed with its server would leave it.
     requests.post(
         f"{api_url}/v2/concurrency_limits/", json={"name": "email-sync:pu-orphan", "limit": 1}, timeout=10
@@ -236,8 +237,6 @@ def test_the_shared_server_is_stopped_by_command_or_when_idle_and_a_restart_free
     requests.patch(
         f"{api_url}/v2/concurrency_limits/email-sync:pu-orphan", json={"active_slots": 1}, timeout=10
     )
-    time.sleep(6)
-    assert server.info() is not None
 
     assert runner.invoke(app, ["prefect-server", "stop"]).stdout.strip() == "stopped the local Prefect server"
     assert (
@@ -245,10 +244,12 @@ def test_the_shared_server_is_stopped_by_command_or_when_idle_and_a_restart_free
         == "no local Prefect server is running"
     )
 
-    (server.clients_dir / str(os.getpid())).unlink()  # as when this command exits
-    api_url = server.ensure(register=False)
+    api_url = server.ensure()  # this test process is now a client: the server must not stop under it
     limit = requests.get(f"{api_url}/v2/concurrency_limits/email-sync:pu-orphan", timeout=10).json()
     assert limit["active_slots"] == 0
+    time.sleep(6)
+    assert server.info() is not None
+    (server.clients_dir / str(os.getpid())).unlink()  # as when this command exits
     supervisor = ServerInfo.model_validate_json(server.info_path.read_text()).supervisor_pid
     wait_for(
         lambda: server.info() is None and not process_exists(supervisor), timeout=60, what="the idle stop"
