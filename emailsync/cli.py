@@ -72,7 +72,10 @@ def _use_local_prefect_server() -> None:
     from emailsync.config import get_settings
     from emailsync.local.prefect_server import SharedPrefectServer
 
-    os.environ["PREFECT_API_URL"] = SharedPrefectServer().ensure()
+    try:
+        os.environ["PREFECT_API_URL"] = SharedPrefectServer().ensure()
+    except Exception as exc:  # e.g. no `prefect` executable, or it did not answer in time
+        raise _fail_outcome(f"could not start the local Prefect server: {exc}") from None
     get_settings.cache_clear()
 
 
