@@ -21,7 +21,7 @@ from emailsync.firestore.progress import get_progress_writer
 from emailsync.firestore.repositories import EmailRepository, ProviderUserRepository, SyncStateRepository
 from emailsync.gmail.client import GmailClient
 from emailsync.models import SyncTrigger
-from emailsync.reachability import check_gmail
+from emailsync.reachability import check_firestore, check_gmail
 from emailsync.sync.ids import new_sync_id
 from emailsync.sync.pipeline import SyncSession
 from emailsync.sync.plan import SyncPlan
@@ -40,6 +40,7 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
     trigger_value = SyncTrigger(trigger)
     flow_run_id = tag_flow_run(*FLOW_RUN_TAGS, f"trigger:{trigger_value.value}")
     progress = get_progress_writer()
+    check_firestore(settings)  # unreachable: fail in seconds, not after minutes of retries
     try:
         target = resolve_provider_user(provider_user_id)
     except Exception as exc:

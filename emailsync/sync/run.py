@@ -1,7 +1,8 @@
 """`SyncRun`: one sync of one provider user, from its pending document to its final one.
 
 It holds the sync id, the target user, the summary the flow returns, the per-user lease (acquire, take
-over an expired one and mark the dead sync's document, release), the progress transitions
+over an expired one or one whose process is gone and mark the dead sync's document, keep it alive with
+a heartbeat thread, release), the progress transitions
 (pending → in_progress → completed | failed) and the fetched batches waiting to be stored. `describe_error`
 is the one function that turns an exception into the human-readable `syncProgress.error`.
 

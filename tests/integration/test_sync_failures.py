@@ -11,6 +11,7 @@ from google.cloud import firestore
 
 from emailsync.config import get_settings
 from emailsync.errors import FatalError, ServiceUnreachableError
+from emailsync.firestore.client import reset_clients
 from emailsync.firestore.repositories import PROVIDER_CREDENTIALS
 from emailsync.local.processes import free_port
 from emailsync.local.seed import SeededAccount, seed_account
@@ -73,3 +74,24 @@ def test_an_unreachable_gmail_fails_the_sync_within_seconds_naming_the_endpoint(
     assert time.monotonic() - started < 15
     [doc] = progress_docs(firestore_client, account.provider_user_id)
     assert doc.status is SyncStatus.FAILED and doc.error == f"Gmail API at {endpoint} is unreachable"
+
+
+def test_an_unreachable_firestore_fails_the_flow_within_seconds_naming_the_emulator(
+    monkeypatch: pytest.MonkeyPatch, prefect_server: PrefectTestServer
+):
+    port = free_port()
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{port}")
+    get_settings.cache_clear()
+    reset_clients()
+    started = time.monotonic()
+    try:
+        with pytest.raises(
+            ServiceUnreachableError, match=f"Firestore emulator at 127.0.0.1:{port} is unreachable"
+        ):
+            run_sync("pu-anyone")
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        reset_clients()
+
+    assert time.monotonic() - started < 15
