@@ -7,6 +7,7 @@ Commands that need Prefect, the flows or the embedding model import them inside 
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -38,6 +39,44 @@ EXIT_BAD_INPUT = 2
 def _fail(message: str) -> typer.Exit:
     Console(stderr=True).print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=EXIT_BAD_INPUT)
+
+
+EXIT_FAILED = 1
+
+
+def _fail_outcome(message: str) -> typer.Exit:
+    """A command that ran and failed: one line, exit code 1."""
+    Console(stderr=True).print(f"[bold red]{message}[/]", highlight=False, soft_wrap=True)
+    return typer.Exit(code=EXIT_FAILED)
+
+
+def _quiet_console() -> None:
+    """One line per outcome: log lines (and Prefect's tracebacks) leave the console but still reach
+    the Prefect API's run logs, whose handler is not a stream handler."""
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setLevel(logging.CRITICAL + 1)
+    logging.getLogger().addHandler(logging.NullHandler())  # no "last resort" printing either
+
+
+def _use_local_prefect_server() -> None:
+    """Without PREFECT_API_URL, this command's flow runs report to the machine's shared local Prefect
+    server (started on first need; `emailsync prefect-server stop` ends it)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from emailsync.config import get_settings
+    from emailsync.local.prefect_server import SharedPrefectServer
+
+    try:
+        os.environ["PREFECT_API_URL"] = SharedPrefectServer().ensure()
+    except Exception as exc:  # e.g. no `prefect` executable, or it did not answer in time
+        raise _fail_outcome(f"could not start the local Prefect server: {exc}") from None
+    get_settings.cache_clear()
 
 
 def _configure_logging(verbose: bool = False) -> None:
@@ -128,17 +167,30 @@ def sync(
     trigger: Annotated[SyncTrigger, typer.Option(help="recorded in syncProgress.details.trigger")] = (
         SyncTrigger.MANUAL
     ),
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="log lines and tracebacks on the console too")
+    ] = False,
 ) -> None:
-    """One ad hoc flow run of email_sync for one provider user."""
-    _require_provider_user(provider_user_id)
-    _configure_logging()
-    from flows.email_sync import email_sync
+    """One ad hoc flow run of email_sync for one provider user (one line of output per outcome)."""
+    from emailsync.errors import EmailSyncError, describe_error
+    from emailsync.reachability import check_firestore
 
     try:
+        check_firestore()
+    except EmailSyncError as exc:
+        raise _fail_outcome(f"sync failed: {describe_error(exc)}") from None
+    _require_provider_user(provider_user_id)
+    _use_local_prefect_server()
+    if verbose:
+        _configure_logging()
+    from flows.email_sync import email_sync
+
+    if not verbose:
+        _quiet_console()
+    try:
         summary = email_sync(provider_user_id, trigger=trigger.value)
-    except Exception as exc:  # the flow already wrote the cause into syncProgress
-        Console(stderr=True).print(f"[bold red]sync failed:[/] {exc}")
-        raise typer.Exit(code=1) from exc
+    except Exception as exc:  # the flow wrote the cause into syncProgress and the run's logs
+        raise _fail_outcome(f"sync failed: {describe_error(exc)}") from (exc if verbose else None)
     if summary.skipped:
         _out().print(f"skipped: sync {summary.active_sync_id} of {provider_user_id} is still running")
         return
@@ -362,6 +414,40 @@ def automations_install(
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _fail(f"could not install the automation: {first_line}") from None
     _out().print(f"automation {FAILED_SYNC_AUTOMATION!r} installed ({automation_id})")
+prefect_server_app = typer.Typer(
+    help="The local Prefect server CLI commands share when PREFECT_API_URL is unset (stops when idle)."
+)
+app.add_typer(prefect_server_app, name="prefect-server")
+
+
+@prefect_server_app.command("start")
+def prefect_server_start() -> None:
+    """Start the shared local Prefect server (if it is not running) and print its API URL."""
+    from emailsync.local.prefect_server import SharedPrefectServer
+
+    _out().print(SharedPrefectServer().ensure(register=False), highlight=False)
+
+
+@prefect_server_app.command("status")
+def prefect_server_status() -> None:
+    """The shared local Prefect server's API URL and clients, or that none is running."""
+    from emailsync.local.prefect_server import SharedPrefectServer
+
+    server = SharedPrefectServer()
+    info = server.info()
+    if info is None:
+        _out().print("no local Prefect server is running")
+        return
+    _out().print(f"{info.api_url} ({server.live_clients()} clients)", highlight=False)
+
+
+@prefect_server_app.command("stop")
+def prefect_server_stop() -> None:
+    """Stop the shared local Prefect server, whether or not commands still use it."""
+    from emailsync.local.prefect_server import SharedPrefectServer
+
+    stopped = SharedPrefectServer().stop()
+    _out().print("stopped the local Prefect server" if stopped else "no local Prefect server is running")
 
 
 def main() -> None:

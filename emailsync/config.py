@@ -84,7 +84,20 @@ class Settings(BaseSettings):
     lookback_weeks: int | None = Field(None, validation_alias=_env("EMAILSYNC_LOOKBACK_WEEKS"))
     quota_units_per_second: float = Field(250.0, validation_alias=_env("EMAILSYNC_QUOTA_UNITS_PER_SECOND"))
     quota_costs: QuotaCosts = Field(default_factory=QuotaCosts)
-    lease_timeout_seconds: float = Field(300.0, validation_alias=_env("EMAILSYNC_LEASE_TIMEOUT_SECONDS"))
+    # A live sync renews its lease every `lease_renew_seconds` (a heartbeat thread, whatever the batches
+    # do); a sync silent for `lease_timeout_seconds` is presumed dead and the next one takes over.
+    lease_timeout_seconds: float = Field(30.0, gt=0, validation_alias=_env("EMAILSYNC_LEASE_TIMEOUT_SECONDS"))
+    lease_renew_seconds: float = Field(10.0, gt=0, validation_alias=_env("EMAILSYNC_LEASE_RENEW_SECONDS"))
+    # How long a check that Firestore or Gmail answers at all may take before the sync fails.
+    connect_timeout_seconds: float = Field(
+        5.0, gt=0, validation_alias=_env("EMAILSYNC_CONNECT_TIMEOUT_SECONDS")
+    )
+    # Where the CLI keeps machine-wide state (the shared local Prefect server); None = ~/.cache/emailsync.
+    state_dir: str | None = Field(None, validation_alias=_env("EMAILSYNC_STATE_DIR"))
+    # The CLI's shared local Prefect server stops after this long without a client.
+    prefect_server_idle_minutes: float = Field(
+        10.0, gt=0, validation_alias=_env("EMAILSYNC_PREFECT_SERVER_IDLE_MINUTES")
+    )
     # syncProgress retention (the `expireAt` of Firestore's TTL policy): completed and skipped documents,
     # then failed (and never finished) ones, kept longer for whoever looks into the failure.
     progress_retention_days: float = Field(30.0, validation_alias=_env("EMAILSYNC_PROGRESS_RETENTION_DAYS"))
@@ -141,6 +154,11 @@ class Settings(BaseSettings):
         if overrides:
             self.quota_costs = self.quota_costs.model_copy(update=overrides)
         return self
+
+    @property
+    def lease_heartbeat_seconds(self) -> float:
+        """How often a live sync renews its lease: at least three renewals fit in one timeout."""
+        return min(self.lease_renew_seconds, self.lease_timeout_seconds / 3)
 
     @field_validator("local_backend", "local_onnx_precision", "on_disconnect", mode="before")
     @classmethod

@@ -56,6 +56,18 @@ class HistoryExpiredError(FatalError):
     """history.list answered 404: the stored historyId is too old, a full sync is needed."""
 
 
+class ServiceUnreachableError(FatalError):
+    """Firestore or Gmail did not answer at all (nothing listening, or no answer within the timeout)."""
+
+    def __init__(self, service: str, where: str, detail: str = "") -> None:
+        self.service, self.where = service, where
+        message = UNREACHABLE_MESSAGE.format(service=service, where=where)
+        super().__init__(f"{message} ({detail})" if detail else message)
+
+
+UNREACHABLE_MESSAGE = "{service} at {where} is unreachable"
+
+
 class LeaseHeldError(EmailSyncError):
     """Another sync for this provider user holds the lease; this trigger is skipped."""
 
@@ -211,6 +223,7 @@ def resolve_http_error(mapping: ErrorMapping, status: int, reasons: Iterable[str
 FAILURE_DESCRIPTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
     (AuthorizationRevokedError, "{exc}"),
     (GmailDisconnectedError, "{exc}"),
+    (ServiceUnreachableError, "{exc}"),
     (LeaseHeldError, "another sync took over: {exc}"),
     (RetriableError, "Gmail or Firestore kept failing after retries: {exc}"),
     ((KeyboardInterrupt, SystemExit), "the sync was interrupted"),

@@ -233,6 +233,8 @@ class SyncState(FirestoreModel):
     active_sync_id: str | None = None
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    lease_holder: str | None = None  # the holding process (emailsync.sync.lease.holder_identity)
+    slot_lease_id: str | None = None  # the holder's Prefect concurrency slot lease, released on take-over
     backfill_cursor: BackfillCursor | None = None
     backfill_completed: bool = False
     last_history_id: str | None = None

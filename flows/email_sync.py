@@ -54,13 +54,13 @@ def email_sync(
     run = open_sync_run(provider_user_id, trigger, sync_id)  # user, pending doc, lease
     if run.skipped:
         return run.summary
-    slot_seconds = settings.lease_timeout_seconds
     connection = ConnectionGuard.load(provider_user_id)  # revoked grant → needsReauth; disconnect → stop
-    # failed document on error (with the readable cause), lease released always
+    # failed document on error (with the readable cause), lease released always; the slot's lease
+    # lives as long as the run's heartbeat
     with (
         connection.watching(),
         run.reported(),
-        user_sync_slot(provider_user_id, wait_seconds=slot_seconds, lease_seconds=slot_seconds),
+        user_sync_slot(run, wait_seconds=settings.lease_timeout_seconds),
     ):
         plan = choose_plan(
             run,

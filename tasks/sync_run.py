@@ -16,10 +16,17 @@ from prefect.context import FlowRunContext
 
 from emailsync.config import get_settings
 from emailsync.enrichment import get_enricher
+from emailsync.errors import describe_error
 from emailsync.firestore.progress import get_progress_writer
-from emailsync.firestore.repositories import CredentialsRepository, EmailRepository, SyncStateRepository
+from emailsync.firestore.repositories import (
+    CredentialsRepository,
+    EmailRepository,
+    ProviderUserRepository,
+    SyncStateRepository,
+)
 from emailsync.gmail.client import GmailClient
 from emailsync.models import SyncTrigger
+from emailsync.reachability import check_firestore, check_gmail
 from emailsync.sync.ids import new_sync_id
 from emailsync.sync.pipeline import SyncSession
 from emailsync.sync.plan import SyncPlan
@@ -38,14 +45,13 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
     trigger_value = SyncTrigger(trigger)
     flow_run_id = tag_flow_run(*FLOW_RUN_TAGS, f"user:{provider_user_id}", f"trigger:{trigger_value.value}")
     progress = get_progress_writer()
+    check_firestore(settings)  # unreachable: fail in seconds, not after minutes of retries
     try:
         target = resolve_provider_user(provider_user_id)
     except Exception as exc:
-        if sync_id is not None:  # the watcher created a pending document: it must not stay pending
-            try:
-                progress.fail(sync_id, f"could not start the sync: {exc}")
-            except Exception as write_error:
-                logger.warning("could not mark sync %s failed: %s", sync_id, write_error)
+        # The app must see why: a failed document (the watcher's pending one, or a new one) whenever the
+        # provider user is known.
+        _fail_unstarted(provider_user_id, trigger_value, sync_id, exc)
         raise
     explicit_sync_id = sync_id is not None
     sync_id = sync_id or new_sync_id(provider_user_id, trigger_value)
@@ -58,6 +64,7 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
         progress=progress,
         sync_state=SyncStateRepository(),
         lease_timeout_seconds=settings.lease_timeout_seconds,
+        lease_renew_seconds=settings.lease_heartbeat_seconds,
         flow_run_id=flow_run_id,
         logger=logger,
         view=ProgressArtifacts(provider_user_id, sync_id),
@@ -72,8 +79,10 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
         run.fail(exc)
         raise
     run.hold(attempt)
-    run.connect_with(
-        lambda: SyncSession(
+
+    def connect() -> SyncSession:
+        check_gmail(settings)  # an unreachable Gmail fails in seconds, with a failed document
+        return SyncSession(
             sync_id=sync_id,
             provider_user_id=provider_user_id,
             app_user_id=target.user.app_user_id,
@@ -92,8 +101,28 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
             enricher=get_enricher(settings),
             lease_timeout_seconds=settings.lease_timeout_seconds,
         )
-    )
+
+    run.connect_with(connect)
     return run
+
+
+def _fail_unstarted(
+    provider_user_id: str, trigger: SyncTrigger, sync_id: str | None, exc: BaseException
+) -> None:
+    """The failed document of a sync that could not start (no credentials, say)."""
+    logger = get_run_logger()
+    progress = get_progress_writer()
+    try:
+        user = ProviderUserRepository().get(provider_user_id)
+        if user is None and sync_id is None:
+            return  # no document can name whose sync this was
+        if sync_id is None:
+            sync_id = new_sync_id(provider_user_id, trigger)
+        if user is not None:
+            progress.create_pending(sync_id, user.app_user_id, user.family_id, provider_user_id, trigger)
+        progress.fail(sync_id, f"could not start the sync: {describe_error(exc)}")
+    except Exception as write_error:
+        logger.warning("could not record the failed start of a sync of %s: %s", provider_user_id, write_error)
 
 
 def finish_sync(run: SyncRun, plan: SyncPlan) -> None:

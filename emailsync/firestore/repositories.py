@@ -339,23 +339,49 @@ class SyncStateRepository(_Repository):
         return _state_of(self._document(provider_user_id).get())
 
     def acquire_lease(
-        self, provider_user_id: str, sync_id: str, owner: str, timeout_seconds: float | None = None
+        self,
+        provider_user_id: str,
+        sync_id: str,
+        owner: str,
+        timeout_seconds: float | None = None,
+        *,
+        holder: str | None = None,
+        take_over_from: str | None = None,
     ) -> bool:
-        """Take the lease for `sync_id`: true if it was free, expired, or already held by `sync_id`.
+        """Take the lease for `sync_id`: true if it was free, expired, or already held by `sync_id`, or
+        (with `take_over_from`) still held by that sync, known to be dead.
 
         A compare-and-set on the state document: of any number of concurrent acquirers exactly one wins.
+        `holder` identifies the process (see `emailsync.sync.lease`).
         """
         timeout = _lease_timeout(timeout_seconds)
 
         def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
             now = _now()
-            if _held_by_other(_state_of(snapshot), sync_id, now):
+            state = _state_of(snapshot)
+            if _held_by_other(state, sync_id, now) and (
+                take_over_from is None or state.active_sync_id != take_over_from
+            ):
                 return None
-            return {
+            fields: dict[str, Any] = {
                 "activeSyncId": sync_id,
                 "leaseOwner": owner,
                 "leaseExpiresAt": now + timedelta(seconds=timeout),
+                "leaseHolder": holder,
             }
+            if state.active_sync_id != sync_id:
+                fields["slotLeaseId"] = None
+            return fields
+
+        return compare_and_set(self.client, self._document(provider_user_id), decide)
+
+    def record_slot_lease(self, provider_user_id: str, sync_id: str, slot_lease_id: str | None) -> bool:
+        """Remember the Prefect slot lease of the sync holding the lease (for whoever takes it over)."""
+
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
+            if _state_of(snapshot).active_sync_id != sync_id:
+                return None
+            return {"slotLeaseId": slot_lease_id}
 
         return compare_and_set(self.client, self._document(provider_user_id), decide)
 
@@ -369,7 +395,13 @@ class SyncStateRepository(_Repository):
         def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
             if _state_of(snapshot).active_sync_id != sync_id:
                 return None
-            return {"activeSyncId": None, "leaseOwner": None, "leaseExpiresAt": None}
+            return {
+                "activeSyncId": None,
+                "leaseOwner": None,
+                "leaseExpiresAt": None,
+                "leaseHolder": None,
+                "slotLeaseId": None,
+            }
 
         return compare_and_set(self.client, self._document(provider_user_id), decide)
 

@@ -1,7 +1,8 @@
 """`SyncRun`: one sync of one provider user, from its pending document to its final one.
 
 It holds the sync id, the target user, the summary the flow returns, the per-user lease (acquire, take
-over an expired one and mark the dead sync's document, release), the progress transitions
+over an expired one or one whose process is gone and mark the dead sync's document, keep it alive with
+a heartbeat thread, release), the progress transitions
 (pending → in_progress → completed | failed) and the fetched batches waiting to be stored. `describe_error`
 is the one function that turns an exception into the human-readable `syncProgress.error`.
 
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 
 from emailsync.errors import describe_error
 from emailsync.models import SyncMode, SyncState, SyncTrigger
+from emailsync.sync.lease import LeaseHeartbeat, holder_identity, holder_is_gone
 from emailsync.sync.pipeline import Batch, FetchedBatch, ProgressPoint
 from emailsync.sync.summary import SyncSummary
 
@@ -60,6 +62,7 @@ class LeaseAttempt(BaseModel):
     acquired: bool
     state: SyncState  # after the attempt: who holds the lease, and the cursors this sync starts from
     taken_over_from: str | None = None  # the sync whose expired lease this one took over
+    stale_slot_lease_id: str | None = None  # the Prefect slot lease that sync held (now to release)
 
 
 class SyncRun:
@@ -77,6 +80,7 @@ class SyncRun:
         progress: ProgressWriter,
         sync_state: SyncStateRepository,
         lease_timeout_seconds: float,
+        lease_renew_seconds: float | None = None,
         flow_run_id: str | None = None,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         view: ProgressView | None = None,
@@ -89,6 +93,13 @@ class SyncRun:
         self.progress = progress
         self.sync_state = sync_state
         self.lease_timeout_seconds = lease_timeout_seconds
+        self.heartbeat = LeaseHeartbeat(
+            self._renew_lease,
+            lease_renew_seconds or lease_timeout_seconds / 3,
+            name=f"lease-heartbeat-{sync_id}",
+            log=logger,
+        )
+        self.stale_slot_lease_id: str | None = None
         self.flow_run_id = flow_run_id
         self.logger = logger or logging.getLogger(__name__)
         self.view: ProgressView = view or _NoView()
@@ -122,20 +133,36 @@ class SyncRun:
             )
 
     def acquire_lease(self, owner: str) -> LeaseAttempt:
-        """Take the per-user lease (free, expired, or already ours); the state tells who holds it else."""
+        """Take the per-user lease (free, expired, already ours, or held by a process of this machine
+        that is gone); the state tells who holds it else."""
         repository = self.sync_state
-        previous = repository.get(self.provider_user_id).active_sync_id
+        previous = repository.get(self.provider_user_id)
+        holder = holder_identity()
         acquired = repository.acquire_lease(
-            self.provider_user_id, self.sync_id, owner, self.lease_timeout_seconds
+            self.provider_user_id, self.sync_id, owner, self.lease_timeout_seconds, holder=holder
         )
-        taken_over = previous if acquired and previous not in (None, self.sync_id) else None
+        if not acquired and holder_is_gone(previous.lease_holder):
+            # Killed on this machine: no need to wait for its lease to expire.
+            acquired = repository.acquire_lease(
+                self.provider_user_id,
+                self.sync_id,
+                owner,
+                self.lease_timeout_seconds,
+                holder=holder,
+                take_over_from=previous.active_sync_id,
+            )
+        dead = previous.active_sync_id
+        taken_over = dead if acquired and dead not in (None, self.sync_id) else None
         return LeaseAttempt(
-            acquired=acquired, state=repository.get(self.provider_user_id), taken_over_from=taken_over
+            acquired=acquired,
+            state=repository.get(self.provider_user_id),
+            taken_over_from=taken_over,
+            stale_slot_lease_id=previous.slot_lease_id if taken_over else None,
         )
 
     def hold(self, attempt: LeaseAttempt) -> None:
-        """Act on a lease attempt: skip when another sync holds the lease, else keep the state and say
-        that the dead sync whose lease was taken over was interrupted."""
+        """Act on a lease attempt: skip when another sync holds the lease, else keep the state, keep the
+        lease alive (heartbeat) and say that the dead sync whose lease was taken over was interrupted."""
         if not attempt.acquired:
             active = attempt.state.active_sync_id
             self.logger.info("skipped: sync %s already running for %s", active, self.provider_user_id)
@@ -146,15 +173,15 @@ class SyncRun:
             self.summary.skipped, self.summary.active_sync_id = True, active
             return
         self.state = attempt.state
+        self.heartbeat.start()
         if attempt.taken_over_from:
-            # Its worker died (or hung) without finishing its progress document: say so instead of leaving
-            # it "in progress" forever; this sync resumes the work from the checkpoint. In the background,
-            # as a worker killed inside a progress write can leave that document locked for a while.
+            # Its worker died (or hung) without finishing its progress document: say so now, before this
+            # sync does anything else, instead of leaving it "in progress" forever; this sync resumes the
+            # work from the checkpoint.
             dead = attempt.taken_over_from
-            self.logger.warning("sync %s took over the expired lease of sync %s", self.sync_id, dead)
-            threading.Thread(
-                target=self._mark_interrupted, args=(dead,), name=f"mark-interrupted-{dead}", daemon=True
-            ).start()
+            self.logger.warning("sync %s took over the lease of sync %s (stopped)", self.sync_id, dead)
+            self.stale_slot_lease_id = attempt.stale_slot_lease_id
+            self._mark_interrupted(dead)
 
     def _mark_interrupted(self, interrupted_sync_id: str) -> None:
         try:
@@ -163,10 +190,21 @@ class SyncRun:
                 f"the sync was interrupted (its worker stopped); sync {self.sync_id} resumed it",
                 resumed_by=self.sync_id,
             )
-        except Exception as exc:  # already finished, or still locked by the dead worker
-            logging.getLogger(__name__).info("sync %s not marked interrupted: %s", interrupted_sync_id, exc)
+        except Exception as exc:  # already finished (it was slow, not dead), or its document is gone
+            self.logger.info("sync %s not marked interrupted: %s", interrupted_sync_id, exc)
+
+    def _renew_lease(self) -> bool:
+        return self.sync_state.renew_lease(self.provider_user_id, self.sync_id, self.lease_timeout_seconds)
+
+    def record_slot_lease(self, slot_lease_id: str | None) -> None:
+        """Keep the id of this sync's Prefect slot lease beside the lease, for a sync taking over."""
+        try:
+            self.sync_state.record_slot_lease(self.provider_user_id, self.sync_id, slot_lease_id)
+        except Exception as exc:  # then a taker waits for the slot's own lease to expire instead
+            self.logger.warning("could not record the slot lease of sync %s: %s", self.sync_id, exc)
 
     def release_lease(self) -> None:
+        self.heartbeat.stop()
         try:
             self.sync_state.release_lease(self.provider_user_id, self.sync_id)
         except Exception as exc:  # the lease then expires on its own after lease_timeout_seconds

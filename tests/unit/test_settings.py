@@ -42,7 +42,8 @@ def test_defaults_without_environment(clean_env):
         None,
         250.0,
     )
-    assert settings.lease_timeout_seconds == 300.0 and settings.quota_costs == QuotaCosts()
+    assert settings.lease_timeout_seconds == 30.0 and settings.lease_heartbeat_seconds == 10.0
+    assert settings.quota_costs == QuotaCosts()
     assert settings.gmail_api_endpoint is None and settings.openai_api_key is None
 
 
