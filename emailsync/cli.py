@@ -414,6 +414,8 @@ def automations_install(
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _fail(f"could not install the automation: {first_line}") from None
     _out().print(f"automation {FAILED_SYNC_AUTOMATION!r} installed ({automation_id})")
+
+
 prefect_server_app = typer.Typer(
     help="The local Prefect server CLI commands share when PREFECT_API_URL is unset (stops when idle)."
 )
