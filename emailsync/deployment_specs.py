@@ -47,11 +47,13 @@ PERIODIC_EMAIL_SYNC = DeploymentSpec(
     name="periodic-email-sync",
     entrypoint="flows/periodic_sync.py:periodic_email_sync",
     description=(
-        "Hourly fan-out: one run of email-sync/email-sync per provider user with Gmail active. "
-        "An idle mailbox costs one history.list call."
+        "Hourly sweep: checks every provider user with Gmail active in-process (one history.list call "
+        "each, no model load) and starts a run of email-sync/email-sync only for users with changes, an "
+        "expired history, an unfinished backfill or a failed last sync. Shard the fleet across several "
+        "deployments with shard_index / shard_count."
     ),
     tags=("emailsync", "schedule"),
-    parameters={"max_concurrency": 4, "deployment_name": EMAIL_SYNC.full_name},
+    parameters={"shard_index": 0, "shard_count": 1, "deployment_name": EMAIL_SYNC.full_name},
     cron="0 * * * *",
     # One fan-out at a time: a slow hour must not stack a second fan-out on top of it.
     concurrency_limit=1,
