@@ -148,11 +148,24 @@ def sweep(
 
 @app.command()
 def watch() -> None:
-    """The Gmail-connect watcher, until interrupted."""
+    """The Gmail-connect watcher and, with EMAILSYNC_GMAIL_PUSH_TOPIC set, Gmail push, until interrupted."""
     _configure_logging()
+    from deployments.push import PushService
     from deployments.watcher import GmailConnectWatcher
+    from emailsync.push.pubsub import PushConfigError
 
-    GmailConnectWatcher().run_forever()
+    try:
+        push = PushService.from_settings()
+    except PushConfigError as exc:
+        raise _fail(str(exc)) from None
+    watcher = GmailConnectWatcher(on_decision=push.on_watcher_decision if push is not None else None)
+    if push is not None:
+        push.start()
+    try:
+        watcher.run_forever()
+    finally:
+        if push is not None:
+            push.stop()
 
 
 @app.command()

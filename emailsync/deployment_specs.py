@@ -1,4 +1,4 @@
-"""The two Prefect deployments of emailsync, defined once: names, entrypoints, tags, parameters,
+"""The Prefect deployments of emailsync, defined once: names, entrypoints, tags, parameters,
 schedule and concurrency. `prefect.yaml` (production, `prefect deploy --all`) and `emailsync serve`
 (`deployments/serve.py`) both follow this table; `tests/unit/test_deployment_specs.py` fails when
 prefect.yaml drifts from it. Plain data: flows/ and deployments/ import it, it imports neither.
@@ -59,6 +59,20 @@ PERIODIC_EMAIL_SYNC = DeploymentSpec(
     concurrency_limit=1,
 )
 
-DEPLOYMENTS: tuple[DeploymentSpec, ...] = (EMAIL_SYNC, PERIODIC_EMAIL_SYNC)
+RENEW_GMAIL_WATCHES = DeploymentSpec(
+    flow_name="renew-gmail-watches",
+    name="renew-gmail-watches",
+    entrypoint="flows/renew_watches.py:renew_gmail_watches",
+    description=(
+        "Gmail push: renews every connected user's users.watch well before its 7-day expiry, re-creates "
+        "lapsed watches and stops those of disconnected users. Does nothing without "
+        "EMAILSYNC_GMAIL_PUSH_TOPIC."
+    ),
+    tags=("emailsync", "push"),
+    cron="30 */6 * * *",
+    concurrency_limit=1,
+)
+
+DEPLOYMENTS: tuple[DeploymentSpec, ...] = (EMAIL_SYNC, PERIODIC_EMAIL_SYNC, RENEW_GMAIL_WATCHES)
 
 EMAIL_SYNC_DEPLOYMENT = EMAIL_SYNC.full_name
