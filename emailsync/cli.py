@@ -83,12 +83,22 @@ def gmail_server(
     quota_units_per_second: Annotated[float, typer.Option(help="Gmail per-user quota")] = 250.0,
     fail_rate: Annotated[float, typer.Option(help="fraction of requests answered with a 5xx")] = 0.0,
     latency_ms: Annotated[int, typer.Option(help="added latency per request")] = 0,
+    access_token_ttl_seconds: Annotated[
+        float | None, typer.Option(help="issued access tokens expire this long after issue (default 3600)")
+    ] = None,
+    watch_ttl_seconds: Annotated[
+        float | None, typer.Option(help="users.watch expires this long after the call (default 7 days)")
+    ] = None,
 ) -> None:
     """The local Gmail-API-compatible server (messages.list/get, history.list, getProfile, batch)."""
     if not mbox.is_file():
         raise _fail(f"mailbox not found: {mbox}")
     if not 0.0 <= fail_rate <= 1.0:
         raise _fail("--fail-rate must be between 0 and 1")
+    if access_token_ttl_seconds is not None and access_token_ttl_seconds <= 0:
+        raise _fail("--access-token-ttl-seconds must be positive")
+    if watch_ttl_seconds is not None and watch_ttl_seconds <= 0:
+        raise _fail("--watch-ttl-seconds must be positive")
     from emailsync.local.gmail_server.server import run_gmail_server
 
     _configure_logging()
@@ -99,6 +109,8 @@ def gmail_server(
         fail_rate=fail_rate,
         latency_ms=latency_ms,
         shift_dates=True,
+        access_token_ttl_seconds=access_token_ttl_seconds,
+        watch_ttl_seconds=watch_ttl_seconds,
     )
 
 

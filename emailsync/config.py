@@ -35,8 +35,8 @@ class QuotaCosts(BaseModel):
     messages_list: int = 5
     history_list: int = 2
     get_profile: int = 1
-    users_watch: int = 100
-    users_stop: int = 50
+    watch: int = 100
+    stop: int = 50
 
 
 def _env(*names: str) -> AliasChoices:
@@ -110,11 +110,11 @@ class Settings(BaseSettings):
     quota_cost_get_profile: int | None = Field(
         None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_GET_PROFILE")
     )
-    quota_cost_users_watch: int | None = Field(
-        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_USERS_WATCH")
+    quota_cost_watch: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_WATCH")
     )
-    quota_cost_users_stop: int | None = Field(
-        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_USERS_STOP")
+    quota_cost_stop: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_STOP")
     )
 
     @model_validator(mode="after")

@@ -47,7 +47,7 @@ class GmailWatchClient(GmailClient):
         if label_ids:
             body["labelIds"] = list(label_ids)
             body["labelFilterBehavior"] = "include"
-        data = self._call(self._users.watch(userId="me", body=body), self._costs.users_watch, "users.watch")
+        data = self._call(self._users.watch(userId="me", body=body), self._costs.watch, "users.watch")
         expiration_ms = int(data.get("expiration") or 0)
         return WatchRegistration(
             history_id=str(data.get("historyId") or ""),
@@ -56,4 +56,4 @@ class GmailWatchClient(GmailClient):
 
     def stop_watch(self) -> None:
         """Stop the user's push notifications (no watch: nothing happens)."""
-        self._call(self._users.stop(userId="me"), self._costs.users_stop, "users.stop")
+        self._call(self._users.stop(userId="me"), self._costs.stop, "users.stop")

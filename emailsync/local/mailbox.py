@@ -17,10 +17,11 @@ import email.header
 import email.message
 import email.utils
 import hashlib
+import logging
 import mailbox as std_mailbox
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -35,6 +36,8 @@ from emailsync.local.stored_message import (
     _received_date,
     decode_header_value,
 )
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_EMAIL_ADDRESS = "me@example.com"
 # Gmail history ids are large opaque integers; starting above 0 keeps clients from relying on small values.
@@ -76,6 +79,7 @@ class Mailbox:
         self._thread_ids: set[str] = set()
         self._sequence = 0
         self.date_shift_ms = 0
+        self._change_listeners: list[Callable[[int], None]] = []  # not copied by copy()
 
     # ----------------------------------------------------------------------------------- building
     @classmethod
@@ -222,7 +226,25 @@ class Mailbox:
                 self._sequence += 1
                 message_id = _message_id_for(raw, sequence)
             millis = internal_date_ms if internal_date_ms is not None else int(time.time() * 1000)
-            return self._insert(raw, headers, millis, message_id, sequence).id
+            message = self._insert(raw, headers, millis, message_id, sequence)
+        self._changed(message.history_id)
+        return message.id
+
+    # ------------------------------------------------------------------------------------ changes
+    def add_change_listener(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(history_id)` after every change of this mailbox (outside its lock)."""
+        with self._lock:
+            self._change_listeners.append(listener)
+
+    def _changed(self, history_id: int) -> None:
+        """Every change that advances the historyId ends here, after the mailbox lock is released."""
+        with self._lock:
+            listeners = list(self._change_listeners)
+        for listener in listeners:
+            try:
+                listener(history_id)
+            except Exception:  # a listener's bug must not fail the change itself
+                logger.exception("mailbox change listener failed")
 
     # ------------------------------------------------------------------------------------ queries
     def get(self, message_id: str) -> StoredMessage | None:

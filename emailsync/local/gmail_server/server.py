@@ -13,7 +13,10 @@ Served (paths as Google's):
   GET  /gmail/v1/users/{userId}/messages/{id}/attachments/{attachmentId}   messages.attachments.get
   GET  /gmail/v1/users/{userId}/history               history.list   (startHistoryId, messageAdded only)
   GET  /gmail/v1/users/{userId}/profile               users.getProfile
+  POST /gmail/v1/users/{userId}/watch                 users.watch (push to the Pub/Sub emulator: `push`)
+  POST /gmail/v1/users/{userId}/stop                  users.stop
   POST /batch/gmail/v1 (and /batch)                   multipart/mixed batch of the above, at most 100 parts
+  POST /token, POST /revoke                           OAuth: refresh_token grant, revocation (`oauth`)
 
 Semantics worth knowing:
 - `after:`/`before:` take YYYY/MM/DD (UTC midnight — real Gmail uses the account's time zone) or epoch
@@ -22,7 +25,9 @@ Semantics worth knowing:
   second's worth, because Gmail enforces its per-user limit per second rather than per minute. A batch
   POST costs nothing itself; each part costs its method and may get its own 429 while the batch is 200,
   as Gmail does. `quota_units_per_second=None` or `0` disables the quota (raw-throughput benchmarks).
-- Auth: any bearer token is accepted unless `revoke(token)`-ed; no token or a revoked one → 401.
+- Auth: any bearer token is accepted unless revoked; no token or a revoked one → 401. Access tokens issued
+  by `/token` (or `issue_grant()`) expire after `access_token_ttl_seconds` and act as their refresh token's
+  Gmail user; `user_key(token)` is that mapping, used for the mailbox and the quota bucket.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ from emailsync.local.gmail_server.batch import (
     _split_multipart,
 )
 from emailsync.local.gmail_server.http import _Handler, _HttpServer
+from emailsync.local.gmail_server.oauth import REVOKE_PATH, TOKEN_PATH, IssuedGrant, OAuthGrants
+from emailsync.local.gmail_server.push import PushNotifier
 from emailsync.local.gmail_server.query import (
     _bearer_token,
 )
@@ -68,6 +75,9 @@ _MESSAGE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)$")
 _ATTACHMENT_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/attachments/([^/]+)$")
 _HISTORY_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/history/?$")
 _PROFILE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/profile/?$")
+_WATCH_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/watch/?$")
+_STOP_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/stop/?$")
+_PUSH_METHODS = ("users.watch", "users.stop")
 _BATCH_PATHS = ("/batch/gmail/v1", "/batch")
 STATS_PATH = "/_stats"  # GET: ServerStats as JSON (admin, for out-of-process callers)
 
@@ -83,6 +93,7 @@ class ServerStats(BaseModel):
     rate_limited: int = 0  # 429s from the quota (injected 429s count under errors_injected)
     errors_injected: int = 0
     quota_units: int = 0  # units charged for calls that were served
+    token_refreshes: int = 0  # access tokens issued by POST /token
 
 
 class GmailApiServer:
@@ -100,6 +111,9 @@ class GmailApiServer:
         *,
         seed: int | None = None,
         max_batch_parts: int = MAX_BATCH_PARTS,
+        access_token_ttl_seconds: float | None = None,
+        watch_ttl_seconds: float | None = None,
+        pubsub_emulator_host: str | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.host = host
@@ -115,11 +129,14 @@ class GmailApiServer:
             "history.list": self.costs.history_list,
             "getProfile": self.costs.get_profile,
             "messages.attachments.get": self.costs.messages_get,  # Gmail charges it like messages.get
+            "users.watch": self.costs.watch,
+            "users.stop": self.costs.stop,
         }
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._mailboxes: dict[str, Mailbox] = {}
-        self._revoked: set[str] = set()
+        self.oauth = OAuthGrants(access_token_ttl_seconds)
+        self.push = PushNotifier(watch_ttl_seconds, pubsub_emulator_host)
         self._buckets: dict[str, TokenBucket] = {}
         self._stats = ServerStats()
         self._method_counter: Counter[str] = Counter()
@@ -145,6 +162,7 @@ class GmailApiServer:
 
     def stop(self) -> None:
         self._open.set()  # release calls held by pause()
+        self.push.close()
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -172,21 +190,37 @@ class GmailApiServer:
     def batch_url(self) -> str:
         return self.url + "batch/gmail/v1"
 
+    @property
+    def token_uri(self) -> str:
+        """The OAuth token endpoint (google-auth's `token_uri`, `tokenUri` in providerCredentials)."""
+        return self.url + TOKEN_PATH.lstrip("/")
+
     # -------------------------------------------------------------------------------- control
     def add_mailbox(self, token: str, mailbox: Mailbox) -> None:
         """Serve `mailbox` to requests bearing `token` (other tokens get the default mailbox)."""
         with self._lock:
             self._mailboxes[token] = mailbox
 
+    def user_key(self, token: str) -> str:
+        """The Gmail user a bearer token acts as (an issued access token → its refresh token's user)."""
+        return self.oauth.user_for(token)
+
     def mailbox_for(self, token: str | None) -> Mailbox:
         if token is None:
             return self.mailbox
-        return self._mailboxes.get(token, self.mailbox)
+        return self._mailboxes.get(self.user_key(token), self.mailbox)
+
+    def issue_grant(
+        self, user: str | None = None, *, client_id: str | None = None, client_secret: str | None = None
+    ) -> IssuedGrant:
+        """A refresh token and its first access token for Gmail user `user` (default: a new user), as a
+        consent flow ends; with a client id/secret, `/token` insists on the same ones."""
+        return self.oauth.issue(user, client_id=client_id, client_secret=client_secret)
 
     def revoke(self, token: str) -> None:
-        """From now on `token` gets 401 UNAUTHENTICATED, like a user who revoked access."""
-        with self._lock:
-            self._revoked.add(token)
+        """From now on `token` gets 401 UNAUTHENTICATED, like a user who revoked access; a refresh token or
+        an issued access token revokes its whole grant (refresh → `invalid_grant`)."""
+        self.oauth.revoke(token)
 
     def add_message(self, raw: bytes, token: str | None = None, internal_date_ms: int | None = None) -> str:
         """Deliver a new message to the token's mailbox (default mailbox if None); returns its id."""
@@ -202,8 +236,9 @@ class GmailApiServer:
             if mailbox is not None:
                 self.mailbox = mailbox
             self._mailboxes.clear()
-            self._revoked.clear()
             self._buckets.clear()
+        self.oauth.reset()
+        self.push.reset()
         self._open.set()
         self.reset_stats()
 
@@ -263,12 +298,20 @@ class GmailApiServer:
         if latency_ms:
             time.sleep(latency_ms / 1000)
         self._open.wait()
-        path = urlsplit(target).path
-        if method == "POST" and path.rstrip("/") in _BATCH_PATHS:
+        split = urlsplit(target)
+        if method == "POST" and split.path.rstrip("/") in _BATCH_PATHS:
             return self._handle_batch(headers, body)
-        return self._handle_call(method, target, _bearer_token(headers.get("authorization")))
+        if method == "POST" and split.path in (TOKEN_PATH, REVOKE_PATH):
+            response = self.oauth.handle(split.path, split.query, headers, body)
+            if split.path == TOKEN_PATH and response.status == 200:
+                with self._lock:
+                    self._stats.token_refreshes += 1
+            return response
+        return self._handle_call(method, target, _bearer_token(headers.get("authorization")), body)
 
-    def _handle_call(self, http_method: str, target: str, token: str | None) -> ApiResponse:
+    def _handle_call(
+        self, http_method: str, target: str, token: str | None, body: bytes = b""
+    ) -> ApiResponse:
         split = urlsplit(target)
         path = unquote(split.path)
         params = parse_qs(split.query, keep_blank_values=True)
@@ -281,21 +324,23 @@ class GmailApiServer:
                 "Request is missing required authentication credential. Expected OAuth 2 access token."
             )
             return self._record(api_method, response)
-        with self._lock:
-            revoked = token in self._revoked
-        if revoked:
-            response = _unauthorized("Request had invalid authentication credentials. Invalid Credentials")
-            return self._record(api_method, response)
+        refusal = self.oauth.refusal(token)
+        if refusal is not None:
+            return self._record(api_method, _unauthorized(refusal))
+        user = self.user_key(token)
         injected = self._injected_failure()
         if injected is not None:
             return self._record(api_method, injected, injected=True)
         try:
-            self._charge(token, api_method)
+            self._charge(user, api_method)
         except QuotaExceeded as exceeded:
             retry_after = max(1, math.ceil(exceeded.retry_after_seconds))
             return self._record(api_method, self._rate_limited(retry_after), rate_limited=True)
         try:
-            response = handler(self.mailbox_for(token), params, *path_args)
+            if api_method in _PUSH_METHODS:  # they act on the user's watch, with the request body
+                response = handler(user, self.mailbox_for(user), body)
+            else:
+                response = handler(self.mailbox_for(user), params, *path_args)
         except ValueError as exc:  # bad parameters
             response = error_response(400, str(exc) or "Invalid argument")
         return self._record(api_method, response)
@@ -303,6 +348,10 @@ class GmailApiServer:
     def _route(
         self, http_method: str, path: str
     ) -> tuple[str, Callable[..., ApiResponse], tuple[str, ...]] | None:
+        if http_method == "POST" and _WATCH_PATH.match(path):
+            return "users.watch", self.push.watch, ()
+        if http_method == "POST" and _STOP_PATH.match(path):
+            return "users.stop", self.push.stop, ()
         if http_method != "GET":
             return None
         if match := _MESSAGE_PATH.match(path):
@@ -411,6 +460,8 @@ def run_gmail_server(
     fail_rate: float,
     latency_ms: int,
     shift_dates: bool = True,
+    access_token_ttl_seconds: float | None = None,
+    watch_ttl_seconds: float | None = None,
 ) -> None:
     """`emailsync gmail-server`: serve `mbox` until Ctrl-C, printing the root URL."""
     mailbox = Mailbox.from_mbox(mbox, shift_dates=shift_dates)
@@ -420,6 +471,8 @@ def run_gmail_server(
         quota_units_per_second=quota_units_per_second,
         fail_rate=fail_rate,
         latency_ms=latency_ms,
+        access_token_ttl_seconds=access_token_ttl_seconds,
+        watch_ttl_seconds=watch_ttl_seconds,
     )
     with server:
         quota = f"{quota_units_per_second:g} units/s per user" if quota_units_per_second else "unlimited"
