@@ -121,12 +121,7 @@ class PushSyncRunner:
             with contextlib.suppress(Exception):
                 progress.fail(sync_id, f"could not start the sync: {exc}")
             return False
-        document = progress.get(sync_id)
-        return bool(
-            document is not None
-            and document.details.model_extra
-            and document.details.model_extra.get("skipped")
-        )
+        return _was_skipped(progress.get(sync_id))
 
 
 class PushService:
@@ -189,3 +184,13 @@ class PushService:
             action(provider_user_id)
         except Exception as exc:  # the renewal pass registers it later
             logger.warning("Gmail watch of %s: %s failed: %s", provider_user_id, action.__name__, exc)
+
+
+def _was_skipped(document: Any) -> bool:
+    """Whether a finished run was skipped because another sync held the lease (its own status, or
+    `details.skipped` on a completed document)."""
+    if document is None:
+        return False
+    if str(getattr(document.status, "value", document.status)) == "skipped":
+        return True
+    return bool((document.details.model_extra or {}).get("skipped"))
