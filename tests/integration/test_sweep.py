@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 from google.cloud import firestore
+from typer.testing import CliRunner
 
+from emailsync.cli import EXIT_BAD_INPUT, app
 from emailsync.config import get_settings
+from emailsync.firestore.progress import ProgressWriter
 from emailsync.firestore.repositories import EmailRepository
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox
@@ -77,6 +80,10 @@ def test_the_sweep_syncs_only_users_that_need_it_and_names_every_outcome(
     # pu-sweep-4's history expired: one full backfill again.
     gmail_server.add_message(raws[101], token="token-pu-sweep-4")
     gmail_server.expire_history_before(10**9, token="token-pu-sweep-4")
+    # pu-sweep-5's last sync failed (after its last successful one): synced again.
+    progress = ProgressWriter(firestore_client)
+    progress.create_pending("pu-sweep-5-failed", "family-pu-sweep-5-member-1", None, "pu-sweep-5", "manual")
+    progress.fail("pu-sweep-5-failed", "Gmail was unreachable")
     docs_before = {user: len(progress_docs(firestore_client, user)) for user in USERS}
     gmail_server.reset_stats()
 
@@ -88,16 +95,16 @@ def test_the_sweep_syncs_only_users_that_need_it_and_names_every_outcome(
         "pu-sweep-2": (Outcome.SKIPPED, Reason.NEEDS_REAUTH),
         "pu-sweep-3": (Outcome.FAILED, Reason.CHECK_FAILED),
         "pu-sweep-4": (Outcome.STARTED, Reason.HISTORY_EXPIRED),
-        "pu-sweep-5": (Outcome.IDLE, Reason.NO_CHANGES),
+        "pu-sweep-5": (Outcome.STARTED, Reason.LAST_SYNC_FAILED),
     }
     failed = second.of(Outcome.FAILED)[0]
     assert "credentials" in (failed.error or "")
     assert new_id in EmailRepository(firestore_client).list_ids("pu-sweep-1")
     # Idle and skipped users: no progress document, no messages.get; one history call per checked user.
-    for user in ("pu-sweep-0", "pu-sweep-2", "pu-sweep-5"):
+    for user in ("pu-sweep-0", "pu-sweep-2"):
         assert len(progress_docs(firestore_client, user)) == docs_before[user], user
     lines = second.summary_lines()
-    assert lines[0] == "idle: 2"
+    assert lines[0] == "idle: 1"
     assert lines[3].startswith("failed: 1 — pu-sweep-3 (check_failed: ")
 
     # The next sweep retries the user it could not check.
@@ -105,6 +112,7 @@ def test_the_sweep_syncs_only_users_that_need_it_and_names_every_outcome(
     third = periodic_email_sync()
     assert _outcomes(third)["pu-sweep-3"] == (Outcome.IDLE, Reason.NO_CHANGES)
     assert _outcomes(third)["pu-sweep-1"] == (Outcome.IDLE, Reason.NO_CHANGES)
+    assert _outcomes(third)["pu-sweep-5"] == (Outcome.IDLE, Reason.NO_CHANGES)
 
 
 def test_shards_split_the_fleet_without_overlap():
@@ -162,3 +170,16 @@ def test_a_sweep_of_idle_users_never_imports_torch_or_onnxruntime(
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report == {"counts": {"idle": 3, "started": 0, "skipped": 0, "failed": 0}, "heavy": []}
+    # `emailsync sweep` prints one line per outcome category; a shard outside the fleet is bad input.
+    monkeypatch.setenv("GMAIL_API_ENDPOINT", gmail_server.url)
+    get_settings.cache_clear()
+    output = CliRunner().invoke(app, ["sweep"])
+    assert output.exit_code == 0, output.output
+    assert [line for line in output.output.splitlines() if ":" in line][-4:] == [
+        "idle: 3",
+        "started: 0",
+        "skipped: 0",
+        "failed: 0",
+    ]
+    bad = CliRunner().invoke(app, ["sweep", "--shard-index", "2", "--shard-count", "2"])
+    assert bad.exit_code == EXIT_BAD_INPUT
