@@ -89,8 +89,13 @@ def gmail_server(
     watch_ttl_seconds: Annotated[
         float | None, typer.Option(help="users.watch expires this long after the call (default 7 days)")
     ] = None,
+    history_retention: Annotated[
+        int | None,
+        typer.Option(help="history records kept per user; an older startHistoryId gets 404 (default: all)"),
+    ] = None,
 ) -> None:
-    """The local Gmail-API-compatible server (messages.list/get, history.list, getProfile, batch)."""
+    """The local Gmail-API-compatible server: each bearer token is its own user with its own copy of
+    the mbox (messages, labels, history, profile, batch; see emailsync/local/gmail_server/server.py)."""
     if not mbox.is_file():
         raise _fail(f"mailbox not found: {mbox}")
     if not 0.0 <= fail_rate <= 1.0:
@@ -99,6 +104,8 @@ def gmail_server(
         raise _fail("--access-token-ttl-seconds must be positive")
     if watch_ttl_seconds is not None and watch_ttl_seconds <= 0:
         raise _fail("--watch-ttl-seconds must be positive")
+    if history_retention is not None and history_retention < 1:
+        raise _fail("--history-retention must be at least 1")
     from emailsync.local.gmail_server.server import run_gmail_server
 
     _configure_logging()
@@ -111,6 +118,7 @@ def gmail_server(
         shift_dates=True,
         access_token_ttl_seconds=access_token_ttl_seconds,
         watch_ttl_seconds=watch_ttl_seconds,
+        history_retention=history_retention,
     )
 
 

@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.auth",
     "tests.fixtures.gmail",
     "tests.fixtures.pubsub",
+    "tests.fixtures.gmail_contract",
     "tests.fixtures.prefect",
 ]

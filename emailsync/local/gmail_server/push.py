@@ -70,6 +70,7 @@ class PushNotifier:
         self._last_publish: dict[str, float] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._client_lock = threading.Lock()  # request threads (topic check) and the publisher thread
         self._publisher: Any = None  # google.cloud.pubsub_v1.PublisherClient, made on first use
         self._publisher_host: str | None = None
         self.published = 0  # messages handed to Pub/Sub (successful or not)
@@ -130,7 +131,6 @@ class PushNotifier:
             self._watches.clear()
             self._pending.clear()
             self._last_publish.clear()
-            self._listening.clear()
 
     def close(self) -> None:
         with self._condition:
@@ -218,19 +218,20 @@ class PushNotifier:
         host = self.emulator_host
         if host is None:
             raise RuntimeError("PUBSUB_EMULATOR_HOST is not set")
-        if self._publisher is None or self._publisher_host != host:
-            # google-cloud-pubsub reads the emulator host from the environment when the client is made
-            previous = os.environ.get("PUBSUB_EMULATOR_HOST")
-            os.environ["PUBSUB_EMULATOR_HOST"] = host
-            try:
-                self._publisher = pubsub_v1.PublisherClient()
-            finally:
-                if previous is None:
-                    os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-                else:
-                    os.environ["PUBSUB_EMULATOR_HOST"] = previous
-            self._publisher_host = host
-        return self._publisher
+        with self._client_lock:
+            if self._publisher is None or self._publisher_host != host:
+                # google-cloud-pubsub reads the emulator host from the environment as the client is made
+                previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+                os.environ["PUBSUB_EMULATOR_HOST"] = host
+                try:
+                    self._publisher = pubsub_v1.PublisherClient()
+                finally:
+                    if previous is None:
+                        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+                    else:
+                        os.environ["PUBSUB_EMULATOR_HOST"] = previous
+                self._publisher_host = host
+            return self._publisher
 
     def _check_topic(self, topic: str) -> ApiResponse | None:
         """Gmail sends a test message to the topic on watch; here: the topic must exist in the emulator."""

@@ -7,16 +7,20 @@ This module holds the server (auth, quota charging, routing, stats); beside it: 
 The real google-api-python-client talks to it unchanged: build the service with
 `client_options={"api_endpoint": server.url}` and send batches to `server.url + "batch/gmail/v1"`.
 
-Served (paths as Google's):
-  GET  /gmail/v1/users/{userId}/messages              messages.list  (q after:/before:, maxResults, pageToken)
-  GET  /gmail/v1/users/{userId}/messages/{id}         messages.get   (format raw|full|metadata|minimal)
-  GET  /gmail/v1/users/{userId}/messages/{id}/attachments/{attachmentId}   messages.attachments.get
-  GET  /gmail/v1/users/{userId}/history               history.list   (startHistoryId, messageAdded only)
-  GET  /gmail/v1/users/{userId}/profile               users.getProfile
-  POST /gmail/v1/users/{userId}/watch                 users.watch (push to the Pub/Sub emulator: `push`)
-  POST /gmail/v1/users/{userId}/stop                  users.stop
-  POST /batch/gmail/v1 (and /batch)                   multipart/mixed batch of the above, at most 100 parts
-  POST /token, POST /revoke                           OAuth: refresh_token grant, revocation (`oauth`)
+Served (paths as Google's, under /gmail/v1/users/{userId}):
+  GET    messages                        messages.list (q, labelIds, includeSpamTrash, maxResults, pageToken)
+  POST   messages                        messages.insert ({"raw", "labelIds"}, internalDateSource)
+  GET    messages/{id}                   messages.get (format raw|full|metadata|minimal)
+  DELETE messages/{id}                   messages.delete
+  POST   messages/{id}/modify|trash|untrash          messages.modify / trash / untrash
+  POST   messages/batchModify|batchDelete            messages.batchModify / batchDelete
+  GET    messages/{id}/attachments/{attachmentId}    messages.attachments.get
+  GET    history                         history.list (startHistoryId, historyTypes, labelId)
+  GET    labels, labels/{id}             labels.list, labels.get;   POST labels: labels.create
+  GET    profile                         users.getProfile
+  POST   watch, stop                     users.watch / users.stop (push to the Pub/Sub emulator: `push.py`)
+  POST /batch/gmail/v1 (and /batch)      multipart/mixed batch of the above, at most 100 parts
+  POST /token, POST /revoke              OAuth: refresh_token grant, revocation (`oauth.py`)
 
 Semantics worth knowing:
 - `after:`/`before:` take YYYY/MM/DD (UTC midnight — real Gmail uses the account's time zone) or epoch
@@ -25,9 +29,17 @@ Semantics worth knowing:
   second's worth, because Gmail enforces its per-user limit per second rather than per minute. A batch
   POST costs nothing itself; each part costs its method and may get its own 429 while the batch is 200,
   as Gmail does. `quota_units_per_second=None` or `0` disables the quota (raw-throughput benchmarks).
+- `q` terms: after:, before:, in:, label:, is:(un)read, is:(un)starred, is:important, category:, each
+  but the dates negatable with "-"; others → 400. SPAM and TRASH are left out unless includeSpamTrash,
+  in:anywhere, or the query names them.
 - Auth: any bearer token is accepted unless revoked; no token or a revoked one → 401. Access tokens issued
   by `/token` (or `issue_grant()`) expire after `access_token_ttl_seconds` and act as their refresh token's
   Gmail user; `user_key(token)` is that mapping, used for the mailbox and the quota bucket.
+- Users (`users.py`): every bearer token is its own Gmail user with its own copy (fork) of the served
+  mailbox, made on first use, with a stable distinct emailAddress; `add_mailbox(token, mailbox)` serves a
+  given mailbox instead. `add_message(raw)` without a token delivers to every user forked from it.
+- History (`emailsync/local/history.py`): one record per change, contiguous ids; `history_retention=N`
+  keeps the newest N records per user, an older startHistoryId gets 404.
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -48,7 +60,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel
 
 from emailsync.config import QuotaCosts
-from emailsync.local.gmail_server import resources
+from emailsync.local.gmail_server import label_resources, resources, writes
 from emailsync.local.gmail_server.batch import (
     _BOUNDARY,
     MAX_BATCH_PARTS,
@@ -68,10 +80,14 @@ from emailsync.local.gmail_server.responses import (
     _unauthorized,
     error_response,
 )
+from emailsync.local.gmail_server.users import UserChangeListener, Users
 from emailsync.local.mailbox import Mailbox
 
 _MESSAGES_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/?$")
 _MESSAGE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)$")
+_MESSAGE_ACTION_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/(modify|trash|untrash)$")
+_LABELS_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/labels/?$")
+_LABEL_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/labels/([^/]+)$")
 _ATTACHMENT_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/attachments/([^/]+)$")
 _HISTORY_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/history/?$")
 _PROFILE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/profile/?$")
@@ -79,6 +95,11 @@ _WATCH_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/watch/?$")
 _STOP_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/stop/?$")
 _PUSH_METHODS = ("users.watch", "users.stop")
 _BATCH_PATHS = ("/batch/gmail/v1", "/batch")
+_WRITE_ACTIONS = {
+    "modify": writes.messages_modify,
+    "trash": writes.messages_trash,
+    "untrash": writes.messages_untrash,
+}
 STATS_PATH = "/_stats"  # GET: ServerStats as JSON (admin, for out-of-process callers)
 
 
@@ -111,11 +132,12 @@ class GmailApiServer:
         *,
         seed: int | None = None,
         max_batch_parts: int = MAX_BATCH_PARTS,
+        history_retention: int | None = None,
         access_token_ttl_seconds: float | None = None,
         watch_ttl_seconds: float | None = None,
         pubsub_emulator_host: str | None = None,
     ) -> None:
-        self.mailbox = mailbox
+        self._users = Users(mailbox, history_retention)
         self.host = host
         self.port = port
         self.quota_units_per_second = quota_units_per_second or None
@@ -129,12 +151,21 @@ class GmailApiServer:
             "history.list": self.costs.history_list,
             "getProfile": self.costs.get_profile,
             "messages.attachments.get": self.costs.messages_get,  # Gmail charges it like messages.get
+            "messages.insert": self.costs.messages_insert,
+            "messages.modify": self.costs.messages_modify,
+            "messages.trash": self.costs.messages_trash,
+            "messages.untrash": self.costs.messages_untrash,
+            "messages.delete": self.costs.messages_delete,
+            "messages.batchModify": self.costs.messages_batch_modify,
+            "messages.batchDelete": self.costs.messages_batch_delete,
+            "labels.list": self.costs.labels_list,
+            "labels.get": self.costs.labels_get,
+            "labels.create": self.costs.labels_create,
             "users.watch": self.costs.watch,
             "users.stop": self.costs.stop,
         }
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._mailboxes: dict[str, Mailbox] = {}
         self.oauth = OAuthGrants(access_token_ttl_seconds)
         self.push = PushNotifier(watch_ttl_seconds, pubsub_emulator_host)
         self._buckets: dict[str, TokenBucket] = {}
@@ -196,19 +227,27 @@ class GmailApiServer:
         return self.url + TOKEN_PATH.lstrip("/")
 
     # -------------------------------------------------------------------------------- control
-    def add_mailbox(self, token: str, mailbox: Mailbox) -> None:
-        """Serve `mailbox` to requests bearing `token` (other tokens get the default mailbox)."""
-        with self._lock:
-            self._mailboxes[token] = mailbox
+    @property
+    def mailbox(self) -> Mailbox:
+        """The served mailbox (the `--mbox`): every user's mailbox starts as a fork of it."""
+        return self._users.template
 
-    def user_key(self, token: str) -> str:
-        """The Gmail user a bearer token acts as (an issued access token → its refresh token's user)."""
-        return self.oauth.user_for(token)
+    def add_mailbox(self, token: str, mailbox: Mailbox) -> None:
+        """Serve `mailbox` itself to requests bearing `token` (instead of a fork of the served mailbox)."""
+        self._users.add_mailbox(token, mailbox)
 
     def mailbox_for(self, token: str | None) -> Mailbox:
-        if token is None:
-            return self.mailbox
-        return self._mailboxes.get(self.user_key(token), self.mailbox)
+        """The mailbox of the token's user, made on first use; None → the served mailbox."""
+        return self._users.mailbox_for(None if token is None else self.oauth.user_for(token))
+
+    def alias_token(self, token: str, user_token: str) -> None:
+        """`token` acts as `user_token`'s user from now on (e.g. an access token for its refresh token)."""
+        self._users.alias(token, user_token)
+
+    def user_key(self, token: str) -> str:
+        """The Gmail user `token` acts for (quota buckets and watches are per user): an access token issued
+        by `/token` → its refresh token's user; then `alias_token`'s mapping; else the token itself."""
+        return self._users.user_key(self.oauth.user_for(token))
 
     def issue_grant(
         self, user: str | None = None, *, client_id: str | None = None, client_secret: str | None = None
@@ -217,25 +256,43 @@ class GmailApiServer:
         consent flow ends; with a client id/secret, `/token` insists on the same ones."""
         return self.oauth.issue(user, client_id=client_id, client_secret=client_secret)
 
+    def add_change_listener(self, listener: UserChangeListener) -> None:
+        """Call `listener(mailbox, history_id)` after every change of any user's mailbox, present or future
+        (outside the mailbox lock, on the thread that made the change)."""
+        self._users.add_change_listener(listener)
+
+    def set_history_retention(self, records: int | None) -> None:
+        """Keep the newest `records` history records of every user (None = all)."""
+        self._users.set_history_retention(records)
+
     def revoke(self, token: str) -> None:
         """From now on `token` gets 401 UNAUTHENTICATED, like a user who revoked access; a refresh token or
         an issued access token revokes its whole grant (refresh → `invalid_grant`)."""
         self.oauth.revoke(token)
 
-    def add_message(self, raw: bytes, token: str | None = None, internal_date_ms: int | None = None) -> str:
-        """Deliver a new message to the token's mailbox (default mailbox if None); returns its id."""
-        return self.mailbox_for(token).add_message(raw, internal_date_ms=internal_date_ms)
+    def add_message(
+        self,
+        raw: bytes,
+        token: str | None = None,
+        internal_date_ms: int | None = None,
+        label_ids: Iterable[str] | None = None,
+    ) -> str:
+        """Deliver a new message (labels default to INBOX + UNREAD) to the token's mailbox; without a
+        token, to the served mailbox and every user forked from it. Returns its id."""
+        return self.mailbox_for(token).add_message(
+            raw, internal_date_ms=internal_date_ms, label_ids=label_ids
+        )
 
     def expire_history_before(self, history_id: int, token: str | None = None) -> None:
-        """history.list with an older startHistoryId now answers 404 (token's mailbox, default if None)."""
+        """history.list with an older startHistoryId now answers 404 (token's mailbox; without a token the
+        served mailbox, and every user forked from it keeps as many newest records)."""
         self.mailbox_for(token).expire_history_before(history_id)
 
     def reset(self, mailbox: Mailbox | None = None) -> None:
-        """Back to a clean state: stats, revocations, quota buckets and extra mailboxes cleared."""
+        """Back to a clean state: stats, revocations, quota buckets and users cleared (change listeners
+        and the history retention stay)."""
+        self._users.reset(mailbox)
         with self._lock:
-            if mailbox is not None:
-                self.mailbox = mailbox
-            self._mailboxes.clear()
             self._buckets.clear()
         self.oauth.reset()
         self.push.reset()
@@ -315,7 +372,7 @@ class GmailApiServer:
         split = urlsplit(target)
         path = unquote(split.path)
         params = parse_qs(split.query, keep_blank_values=True)
-        route = self._route(http_method, path)
+        route = self._route(http_method, path, body)
         if route is None:
             return self._record(None, error_response(404, f"Unknown method or path: {http_method} {path}"))
         api_method, handler, path_args = route
@@ -346,24 +403,43 @@ class GmailApiServer:
         return self._record(api_method, response)
 
     def _route(
-        self, http_method: str, path: str
-    ) -> tuple[str, Callable[..., ApiResponse], tuple[str, ...]] | None:
-        if http_method == "POST" and _WATCH_PATH.match(path):
-            return "users.watch", self.push.watch, ()
-        if http_method == "POST" and _STOP_PATH.match(path):
-            return "users.stop", self.push.stop, ()
-        if http_method != "GET":
-            return None
-        if match := _MESSAGE_PATH.match(path):
-            return "messages.get", resources.messages_get, (match.group(2),)
-        if match := _ATTACHMENT_PATH.match(path):
-            return "messages.attachments.get", resources.attachments_get, (match.group(2), match.group(3))
-        if _MESSAGES_PATH.match(path):
-            return "messages.list", resources.messages_list, ()
-        if _HISTORY_PATH.match(path):
-            return "history.list", resources.history_list, ()
-        if _PROFILE_PATH.match(path):
-            return "getProfile", resources.get_profile, ()
+        self, http_method: str, path: str, body: bytes
+    ) -> tuple[str, Callable[..., ApiResponse], tuple[bytes | str, ...]] | None:
+        """(API method name, handler, arguments after (mailbox, params)). Writes take the body first."""
+        if http_method == "GET":
+            if match := _MESSAGE_PATH.match(path):
+                return "messages.get", resources.messages_get, (match.group(2),)
+            if match := _ATTACHMENT_PATH.match(path):
+                return "messages.attachments.get", resources.attachments_get, (match.group(2), match.group(3))
+            if _MESSAGES_PATH.match(path):
+                return "messages.list", resources.messages_list, ()
+            if _HISTORY_PATH.match(path):
+                return "history.list", resources.history_list, ()
+            if _PROFILE_PATH.match(path):
+                return "getProfile", resources.get_profile, ()
+            if _LABELS_PATH.match(path):
+                return "labels.list", label_resources.labels_list, ()
+            if match := _LABEL_PATH.match(path):
+                return "labels.get", label_resources.labels_get, (match.group(2),)
+        elif http_method == "POST":
+            if _MESSAGES_PATH.match(path):
+                return "messages.insert", writes.messages_insert, (body,)
+            if match := _MESSAGE_ACTION_PATH.match(path):
+                action = match.group(3)
+                return f"messages.{action}", _WRITE_ACTIONS[action], (body, match.group(2))
+            if match := _MESSAGE_PATH.match(path):
+                if match.group(2) == "batchModify":
+                    return "messages.batchModify", writes.messages_batch_modify, (body,)
+                if match.group(2) == "batchDelete":
+                    return "messages.batchDelete", writes.messages_batch_delete, (body,)
+            if _LABELS_PATH.match(path):
+                return "labels.create", label_resources.labels_create, (body,)
+            if _WATCH_PATH.match(path):  # push methods get (user, mailbox, body), see _handle_call
+                return "users.watch", self.push.watch, ()
+            if _STOP_PATH.match(path):
+                return "users.stop", self.push.stop, ()
+        elif http_method == "DELETE" and (match := _MESSAGE_PATH.match(path)):
+            return "messages.delete", writes.messages_delete, (body, match.group(2))
         return None
 
     def _injected_failure(self) -> ApiResponse | None:
@@ -384,9 +460,10 @@ class GmailApiServer:
         cost = self._method_costs[api_method]
         with self._lock:
             if rate:
-                bucket = self._buckets.get(token)
+                user = self._users.user_key(token)  # Gmail's quota is per user, whichever token
+                bucket = self._buckets.get(user)
                 if bucket is None:
-                    bucket = self._buckets[token] = TokenBucket(rate)
+                    bucket = self._buckets[user] = TokenBucket(rate)
                 bucket.take(cost)
             self._stats.quota_units += cost
 
@@ -440,9 +517,9 @@ class GmailApiServer:
             if inner is None:
                 response = error_response(400, "Malformed batch part: expected an application/http request")
             else:
-                method, target, inner_headers = inner
+                method, target, inner_headers, inner_body = inner
                 token = _bearer_token(inner_headers.get("authorization")) or outer_token
-                response = self._handle_call(method, target, token)
+                response = self._handle_call(method, target, token, inner_body)
             response_id = f"response-{content_id}" if content_id else f"response-{index + 1}"
             chunks.append(_batch_part_bytes(boundary, response_id, response))
         chunks.append(f"--{boundary}--\r\n".encode("ascii"))
@@ -460,6 +537,7 @@ def run_gmail_server(
     fail_rate: float,
     latency_ms: int,
     shift_dates: bool = True,
+    history_retention: int | None = None,
     access_token_ttl_seconds: float | None = None,
     watch_ttl_seconds: float | None = None,
 ) -> None:
@@ -471,6 +549,7 @@ def run_gmail_server(
         quota_units_per_second=quota_units_per_second,
         fail_rate=fail_rate,
         latency_ms=latency_ms,
+        history_retention=history_retention,
         access_token_ttl_seconds=access_token_ttl_seconds,
         watch_ttl_seconds=watch_ttl_seconds,
     )
