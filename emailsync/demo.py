@@ -74,12 +74,13 @@ def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: flo
     console.rule("[bold]emailsync demo")
     prefect_ready = _start_prefect_server(stack)
     auth_ready = _start_auth_emulator(stack)
-    pubsub_ready = start_pubsub_emulator(stack)
     with console.status("starting the Firestore emulator (Java)..."):
         emulator = FirestoreEmulator(rules_path=REPO_ROOT / "firestore.rules").start()
     stack.callback(emulator.stop)
     _set_env(emulator.environ(DEMO_PROJECT))
     console.print(f"[green]✓[/] Firestore emulator on {emulator.host} (rules: firestore.rules)")
+    # After the Firestore emulator: two JVMs booting at once starve each other on a small machine.
+    pubsub_ready = start_pubsub_emulator(stack)
 
     gmail = _start_gmail_server(mbox)
     stack.callback(gmail.stop)

@@ -21,6 +21,7 @@ from emailsync.models import SyncStatus, SyncTrigger
 
 DEMO_TOPIC_NAME = "gmail-push"
 PUSH_TIMEOUT_SECONDS = 60.0
+TERMINAL = {SyncStatus.COMPLETED.value, SyncStatus.FAILED.value}
 
 
 def start_pubsub_emulator(stack: contextlib.ExitStack) -> Future[str] | None:
@@ -90,6 +91,10 @@ def show_push_sync(
             return False
     elapsed = time.perf_counter() - inserted
     sync = _latest_push_sync(client, provider_user_id)
+    deadline = time.monotonic() + 15
+    while sync is not None and sync.get("status") not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.2)  # stored before the sync writes its completed document
+        sync = _latest_push_sync(client, provider_user_id)
     console.print(
         f"[green]✓[/] pushed, synced and enriched {elapsed:.1f} s after the insert: {data.get('subject')!r}"
     )
@@ -114,5 +119,4 @@ def _latest_push_sync(client: firestore.Client, provider_user_id: str) -> dict[s
         for doc in query.stream()
         if ((doc.to_dict() or {}).get("details") or {}).get("trigger") == SyncTrigger.PUSH.value
     ]
-    finished = [d for d in pushes if d.get("status") == SyncStatus.COMPLETED.value] or pushes
-    return max(finished, key=lambda d: d.get("startedAt")) if finished else None
+    return max(pushes, key=lambda d: d.get("startedAt")) if pushes else None
