@@ -133,6 +133,7 @@ class PushService:
         client: firestore.Client | None = None,
         *,
         runner: PushSyncRunner | None = None,
+        via_deployment: bool | None = None,
         max_syncs: int = 8,
         renew_on_start: bool = True,
     ) -> None:
@@ -140,7 +141,10 @@ class PushService:
         self.client = client or get_firestore_client()
         self.watches = GmailWatches(target.topic, self.client)
         if runner is None:
-            deployment = EMAIL_SYNC_DEPLOYMENT if get_settings().prefect_api_url else None
+            # As the watcher's launcher: runs of the deployment when a Prefect API is configured.
+            if via_deployment is None:
+                via_deployment = bool(get_settings().prefect_api_url)
+            deployment = EMAIL_SYNC_DEPLOYMENT if via_deployment else None
             runner = PushSyncRunner(self.client, deployment_name=deployment)
         self.coalescer = SyncCoalescer(runner, max_workers=max_syncs)
         self.listener = PushListener(target, AddressBook(self.watches.repository), self.coalescer)

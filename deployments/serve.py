@@ -61,7 +61,8 @@ def serve(with_watcher: bool = True, limit: int | None = 8) -> None:
         # then wait in the API until prefect.serve below picks them up.
         for deployment in deployments:
             deployment.apply()
-        push = PushService.from_settings()  # None unless EMAILSYNC_GMAIL_PUSH_TOPIC is set
+        # None unless EMAILSYNC_GMAIL_PUSH_TOPIC is set; its syncs are runs of the served deployment.
+        push = PushService.from_settings(via_deployment=True)
         on_decision = push.on_watcher_decision if push is not None else None
         watcher = GmailConnectWatcher(launcher=DeploymentLauncher(), on_decision=on_decision).start()
         if push is not None:

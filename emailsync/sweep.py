@@ -98,7 +98,11 @@ class SweepResult(BaseModel):
 
 def _describe(item: UserOutcome) -> str:
     text = f"{item.provider_user_id} ({item.reason.value}"
-    return text + (f": {item.error})" if item.error else ")")
+    if item.error:
+        text += f": {item.error}"
+    if item.sync_result and item.sync_result != "completed":  # a sync run here that did not complete
+        text += f"; sync {item.sync_result}"
+    return text + ")"
 
 
 def in_shard(provider_user_id: str, shard_index: int, shard_count: int) -> bool:
