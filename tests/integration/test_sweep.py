@@ -28,7 +28,7 @@ from tests.fixtures.gmail import SAMPLE_MBOX
 
 pytestmark = [pytest.mark.integration, pytest.mark.prefect]
 
-USERS = [f"pu-sweep-{n}" for n in range(6)]
+USERS = [f"pu-sweep-{n}" for n in range(7)]
 
 
 @cache
@@ -63,9 +63,11 @@ def test_the_sweep_syncs_only_users_that_need_it_and_names_every_outcome(
             token=f"token-{user}",
             gmail_active=True,
         )
-    first = periodic_email_sync()
-    assert {o: v[1] for o, v in _outcomes(first).items()} == dict.fromkeys(USERS, Reason.BACKFILL_UNFINISHED)
-    assert {o.sync_result for o in first.outcomes} == {"completed"}
+        if user != "pu-sweep-0":  # back-filled already; pu-sweep-0 never finished its backfill
+            history_id = str(gmail_server.mailbox_for(f"token-{user}").history_id)
+            firestore_client.collection("syncState").document(user).set(
+                {"backfillCompleted": True, "lastHistoryId": history_id, "backfillCursor": None}
+            )
 
     # pu-sweep-1 gets new mail whose push notification was lost (no listener ran): the sweep catches it.
     new_id = gmail_server.add_message(raws[100], token="token-pu-sweep-1")
@@ -87,32 +89,35 @@ def test_the_sweep_syncs_only_users_that_need_it_and_names_every_outcome(
     docs_before = {user: len(progress_docs(firestore_client, user)) for user in USERS}
     gmail_server.reset_stats()
 
-    second = periodic_email_sync()
+    result = periodic_email_sync()
 
-    assert _outcomes(second) == {
-        "pu-sweep-0": (Outcome.IDLE, Reason.NO_CHANGES),
+    assert _outcomes(result) == {
+        "pu-sweep-0": (Outcome.STARTED, Reason.BACKFILL_UNFINISHED),
         "pu-sweep-1": (Outcome.STARTED, Reason.CHANGES),
         "pu-sweep-2": (Outcome.SKIPPED, Reason.NEEDS_REAUTH),
         "pu-sweep-3": (Outcome.FAILED, Reason.CHECK_FAILED),
         "pu-sweep-4": (Outcome.STARTED, Reason.HISTORY_EXPIRED),
         "pu-sweep-5": (Outcome.STARTED, Reason.LAST_SYNC_FAILED),
+        "pu-sweep-6": (Outcome.IDLE, Reason.NO_CHANGES),
     }
-    failed = second.of(Outcome.FAILED)[0]
+    assert {o.sync_result for o in result.of(Outcome.STARTED)} == {"completed"}
+    failed = result.of(Outcome.FAILED)[0]
     assert "credentials" in (failed.error or "")
     assert new_id in EmailRepository(firestore_client).list_ids("pu-sweep-1")
     # Idle and skipped users: no progress document, no messages.get; one history call per checked user.
-    for user in ("pu-sweep-0", "pu-sweep-2"):
+    for user in ("pu-sweep-2", "pu-sweep-6"):
         assert len(progress_docs(firestore_client, user)) == docs_before[user], user
-    lines = second.summary_lines()
+    lines = result.summary_lines()
     assert lines[0] == "idle: 1"
     assert lines[3].startswith("failed: 1 — pu-sweep-3 (check_failed: ")
 
     # The next sweep retries the user it could not check.
     credentials.set(saved)
-    third = periodic_email_sync()
-    assert _outcomes(third)["pu-sweep-3"] == (Outcome.IDLE, Reason.NO_CHANGES)
-    assert _outcomes(third)["pu-sweep-1"] == (Outcome.IDLE, Reason.NO_CHANGES)
-    assert _outcomes(third)["pu-sweep-5"] == (Outcome.IDLE, Reason.NO_CHANGES)
+    next_sweep = periodic_email_sync()
+    assert _outcomes(next_sweep)["pu-sweep-3"] == (Outcome.IDLE, Reason.NO_CHANGES)
+    assert _outcomes(next_sweep)["pu-sweep-1"] == (Outcome.IDLE, Reason.NO_CHANGES)
+    assert _outcomes(next_sweep)["pu-sweep-5"] == (Outcome.IDLE, Reason.NO_CHANGES)
+    assert _outcomes(next_sweep)["pu-sweep-0"] == (Outcome.IDLE, Reason.NO_CHANGES)
 
 
 def test_shards_split_the_fleet_without_overlap():
