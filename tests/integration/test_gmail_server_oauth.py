@@ -21,7 +21,7 @@ from emailsync.local.gmail_server.oauth import IssuedGrant
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("gmail_server_keeps_contract")]
 
 CLIENT_ID = "local-client.apps.googleusercontent.com"
 CLIENT_SECRET = "local-client-secret"

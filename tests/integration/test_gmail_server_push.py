@@ -25,7 +25,7 @@ from emailsync.local.processes import free_port, stop_process_group
 from tests.fixtures.gmail import SAMPLE_MBOX
 from tests.fixtures.pubsub import PubSubTopic
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("gmail_server_keeps_contract")]
 
 TOKEN = "push-test-token"
 
@@ -219,3 +219,20 @@ def test_a_watch_through_an_issued_access_token_covers_its_grant_users_mailbox(
     assert pubsub_topic.pull(timeout=30, until=1) == [
         {"emailAddress": "carol@example.com", "historyId": carol.history_id}
     ]
+
+
+def test_a_delivery_to_the_served_mailbox_notifies_every_watching_user(
+    gmail_server: GmailApiServer, pubsub_topic: PubSubTopic
+) -> None:
+    for token in ("dave-token", "erin-token"):
+        watch(gmail_server, pubsub_topic.topic, token=token)
+
+    gmail_server.add_message(new_message(1))  # no token: the mbox, and every user's copy of it
+
+    expected = [
+        {"emailAddress": mailbox.email_address, "historyId": mailbox.history_id}
+        for mailbox in (gmail_server.mailbox_for("dave-token"), gmail_server.mailbox_for("erin-token"))
+    ]
+    received = pubsub_topic.pull(timeout=30, until=2)
+    assert sorted(received, key=str) == sorted(expected, key=str)
+    assert expected[0]["emailAddress"] != expected[1]["emailAddress"]
