@@ -2,8 +2,8 @@
 
 `PushService` = the streaming-pull listener (`emailsync.push.listener`) + per-user coalescing of syncs
 + the watch registrations: a connect the watcher handles registers a watch, a disconnect stops it, and
-on start one renewal pass (the `renew-gmail-watches` deployment does the same on its schedule) covers
-users connected before push was configured. A notification's sync is an `email-sync` run with trigger
+a renewal pass on start and every 6 hours (what the `renew-gmail-watches` deployment does on its
+schedule) renews what is due and covers users connected before push was configured. A notification's sync is an `email-sync` run with trigger
 "push": a run of the deployment when a Prefect API is configured (waited for, so bursts coalesce), the
 flow in-process otherwise.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,9 @@ from emailsync.sweep import needs_reauth
 from emailsync.sync.ids import new_sync_id
 
 logger = logging.getLogger("emailsync.push")
+
+# How often a running listener process renews the watches that are due (as renew-gmail-watches does).
+RENEW_EVERY_SECONDS = 6 * 3600.0
 
 
 class AddressBook:
@@ -136,6 +140,7 @@ class PushService:
         via_deployment: bool | None = None,
         max_syncs: int = 8,
         renew_on_start: bool = True,
+        renew_every_seconds: float | None = RENEW_EVERY_SECONDS,
     ) -> None:
         self.target = target
         self.client = client or get_firestore_client()
@@ -149,7 +154,9 @@ class PushService:
         self.coalescer = SyncCoalescer(runner, max_workers=max_syncs)
         self.listener = PushListener(target, AddressBook(self.watches.repository), self.coalescer)
         self.renew_on_start = renew_on_start
+        self.renew_every_seconds = renew_every_seconds
         self._registrations = ThreadPoolExecutor(max_workers=2, thread_name_prefix="push-watch")
+        self._stopped = threading.Event()
 
     @classmethod
     def from_settings(cls, **kwargs: Any) -> PushService | None:
@@ -158,12 +165,23 @@ class PushService:
         return cls(target, **kwargs) if target is not None else None
 
     def start(self) -> PushService:
+        self._stopped.clear()
         self.listener.start()
         if self.renew_on_start:
             self._registrations.submit(self._renew_all)
+        if self.renew_every_seconds:
+            # `emailsync watch` keeps the watches alive by itself too (as the renew-gmail-watches
+            # schedule does where the deployments run): renewing only what is due, twice is harmless.
+            threading.Thread(target=self._renew_periodically, name="push-renewal", daemon=True).start()
         return self
 
+    def _renew_periodically(self) -> None:
+        assert self.renew_every_seconds
+        while not self._stopped.wait(self.renew_every_seconds):
+            self._renew_all()
+
     def stop(self) -> None:
+        self._stopped.set()
         self.listener.stop()
         self.coalescer.shutdown(wait=False)
         self._registrations.shutdown(wait=False, cancel_futures=True)
