@@ -3,9 +3,9 @@
 `PushService` = the streaming-pull listener (`emailsync.push.listener`) + per-user coalescing of syncs
 + the watch registrations: a connect the watcher handles registers a watch, a disconnect stops it, and
 a renewal pass on start and every 6 hours (what the `renew-gmail-watches` deployment does on its
-schedule) renews what is due and covers users connected before push was configured. A notification's sync is an `email-sync` run with trigger
-"push": a run of the deployment when a Prefect API is configured (waited for, so bursts coalesce), the
-flow in-process otherwise.
+schedule) renews what is due and covers users connected before push was configured. A notification's
+sync is an `email-sync` run with trigger "push": a run of the deployment when a Prefect API is
+configured (waited for, so bursts coalesce), the flow in-process otherwise.
 """
 
 from __future__ import annotations
