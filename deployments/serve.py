@@ -1,8 +1,10 @@
-"""`emailsync serve`: both deployments and the watcher in one process, for local use.
+"""`emailsync serve`: the deployments and the watcher in one process, for local use.
 
-`prefect.serve` registers `email-sync` (on demand) and `periodic-email-sync` (hourly cron) with the
-Prefect API and executes their runs in this process; the Gmail-connect watcher runs beside it on
-a thread and starts connect syncs as runs of the `email-sync` deployment. Production uses
+`prefect.serve` registers `email-sync` (on demand), `periodic-email-sync` (hourly sweep) and
+`renew-gmail-watches` with the Prefect API and executes their runs in this process; the Gmail-connect
+watcher runs beside it on a thread and starts connect syncs as runs of the `email-sync` deployment, and
+with `EMAILSYNC_GMAIL_PUSH_TOPIC` set the Gmail push listener (deployments/push.py) does the same for
+every notification. Production uses
 prefect.yaml and a work pool instead (see README, "Production"); both follow the one definition in
 `emailsync/deployment_specs.py`.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import requests
 
 from emailsync.config import PREFECT_OFFLINE_ENVIRONMENT
-from emailsync.deployment_specs import DEPLOYMENTS, EMAIL_SYNC, PERIODIC_EMAIL_SYNC
+from emailsync.deployment_specs import DEPLOYMENTS, EMAIL_SYNC, PERIODIC_EMAIL_SYNC, RENEW_GMAIL_WATCHES
 from emailsync.local.processes import free_port, stop_process_group
 
 logger = logging.getLogger("emailsync.serve")
@@ -31,11 +33,17 @@ def serve(with_watcher: bool = True, limit: int | None = 8) -> None:
     from prefect import serve as prefect_serve
 
     from deployments.automations import install_automations
+    from deployments.push import PushService
     from deployments.watcher import DeploymentLauncher, GmailConnectWatcher
     from flows.email_sync import email_sync
     from flows.periodic_sync import periodic_email_sync
+    from flows.renew_watches import renew_gmail_watches
 
-    flows = {EMAIL_SYNC.name: email_sync, PERIODIC_EMAIL_SYNC.name: periodic_email_sync}
+    flows = {
+        EMAIL_SYNC.name: email_sync,
+        PERIODIC_EMAIL_SYNC.name: periodic_email_sync,
+        RENEW_GMAIL_WATCHES.name: renew_gmail_watches,
+    }
     deployments = [
         flows[spec.name].to_deployment(
             name=spec.name,
@@ -52,13 +60,18 @@ def serve(with_watcher: bool = True, limit: int | None = 8) -> None:
         install_automations()
     except Exception as exc:
         logger.warning("could not install the Prefect automation: %s", exc)
-    watcher = None
+    watcher = push = None
     if with_watcher:
         # Register the deployments before the watcher's catch-up can ask for runs of them; the runs
         # then wait in the API until prefect.serve below picks them up.
         for deployment in deployments:
             deployment.apply()
-        watcher = GmailConnectWatcher(launcher=DeploymentLauncher()).start()
+        # None unless EMAILSYNC_GMAIL_PUSH_TOPIC is set; its syncs are runs of the served deployment.
+        push = PushService.from_settings(via_deployment=True)
+        on_decision = push.on_watcher_decision if push is not None else None
+        watcher = GmailConnectWatcher(launcher=DeploymentLauncher(), on_decision=on_decision).start()
+        if push is not None:
+            push.start()
     try:
         prefect_serve(
             *deployments,
@@ -67,6 +80,8 @@ def serve(with_watcher: bool = True, limit: int | None = 8) -> None:
             query_seconds=2,
         )
     finally:
+        if push is not None:
+            push.stop()
         if watcher is not None:
             watcher.stop(wait=False)
 

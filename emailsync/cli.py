@@ -232,12 +232,41 @@ def purge(
 
 
 @app.command()
-def watch() -> None:
-    """The Gmail-connect watcher, until interrupted."""
+def sweep(
+    shard_index: Annotated[int, typer.Option(help="this sweep's shard (0-based)")] = 0,
+    shard_count: Annotated[int, typer.Option(help="how many shards the fleet is split into")] = 1,
+) -> None:
+    """One run of the periodic sweep (every connected user, now): sync only those that need it."""
+    if shard_count < 1 or not 0 <= shard_index < shard_count:
+        raise _fail(f"--shard-index must be in 0..{shard_count - 1} and --shard-count at least 1")
     _configure_logging()
-    from deployments.watcher import GmailConnectWatcher
+    from flows.periodic_sync import periodic_email_sync
 
-    GmailConnectWatcher().run_forever()
+    result = periodic_email_sync(shard_index=shard_index, shard_count=shard_count)
+    for line in result.summary_lines():
+        _out().print(line, soft_wrap=True, highlight=False)
+
+
+@app.command()
+def watch() -> None:
+    """The Gmail-connect watcher and, with EMAILSYNC_GMAIL_PUSH_TOPIC set, Gmail push, until interrupted."""
+    _configure_logging()
+    from deployments.push import PushService
+    from deployments.watcher import GmailConnectWatcher
+    from emailsync.push.pubsub import PushConfigError
+
+    try:
+        push = PushService.from_settings()
+    except PushConfigError as exc:
+        raise _fail(str(exc)) from None
+    watcher = GmailConnectWatcher(on_decision=push.on_watcher_decision if push is not None else None)
+    if push is not None:
+        push.start()
+    try:
+        watcher.run_forever()
+    finally:
+        if push is not None:
+            push.stop()
 
 
 @app.command()

@@ -122,6 +122,18 @@ class Settings(BaseSettings):
     )
     # None = the CPUs this process may run on (its affinity)
     local_threads: int | None = Field(None, validation_alias=_env("EMAILSYNC_LOCAL_THREADS"))
+    # The periodic sweep: how many users it checks at once (one history.list each).
+    sweep_concurrency: int = Field(16, validation_alias=_env("EMAILSYNC_SWEEP_CONCURRENCY"))
+    # Gmail push: `projects/P/topics/T` (None = no push, polling only) and its subscription
+    # (`projects/P/subscriptions/S`; None = `emailsync-gmail-push` in the topic's project).
+    gmail_push_topic: str | None = Field(None, validation_alias=_env("EMAILSYNC_GMAIL_PUSH_TOPIC"))
+    gmail_push_subscription: str | None = Field(
+        None, validation_alias=_env("EMAILSYNC_GMAIL_PUSH_SUBSCRIPTION")
+    )
+    # A watch is renewed once it expires within this many seconds (Gmail's watches last 7 days).
+    gmail_watch_renew_before_seconds: float = Field(
+        2 * 86_400.0, validation_alias=_env("EMAILSYNC_GMAIL_WATCH_RENEW_BEFORE_SECONDS")
+    )
 
     # EMAILSYNC_QUOTA_COST_<METHOD>: folded into `quota_costs` (unset: QuotaCosts' default). Only the
     # methods the sync calls have one; the others' costs matter to the local Gmail server alone.

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from emailsync.config import get_settings, use_offline_prefect_defaults
+from emailsync.demo_push import start_pubsub_emulator
 from emailsync.firestore.client import get_firestore_client, reset_clients
 from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.models import SyncProgress, SyncStatus
@@ -78,6 +79,8 @@ def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: flo
     stack.callback(emulator.stop)
     _set_env(emulator.environ(DEMO_PROJECT))
     console.print(f"[green]✓[/] Firestore emulator on {emulator.host} (rules: firestore.rules)")
+    # After the Firestore emulator: two JVMs booting at once starve each other on a small machine.
+    pubsub_ready = start_pubsub_emulator(stack)
 
     gmail = _start_gmail_server(mbox)
     stack.callback(gmail.stop)
@@ -106,7 +109,12 @@ def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: flo
         console.print(f"[green]✓[/] temporary Prefect server on {prefect_url} (no PREFECT_API_URL set)")
     from deployments.watcher import GmailConnectWatcher, InProcessLauncher
 
-    watcher = GmailConnectWatcher(client, launcher=InProcessLauncher(max_workers=2)).start()
+    push = _start_push(stack, client, pubsub_ready, console)
+    watcher = GmailConnectWatcher(
+        client,
+        launcher=InProcessLauncher(max_workers=2),
+        on_decision=push.on_watcher_decision if push is not None else None,
+    ).start()
     stack.callback(watcher.stop, wait=False)
     console.print("[green]✓[/] watcher listening on providerUsers (services.gmail.active == true)")
 
@@ -127,6 +135,11 @@ def _run(stack: contextlib.ExitStack, mbox: Path, console: Console, started: flo
         console.print(f"[red]sync {final.syncId} failed:[/] {final.error}")
         return 1
     _print_results(client, account.provider_user_id, final, console)
+    if push is not None:
+        from emailsync.demo_push import show_push_sync
+
+        if not show_push_sync(client, gmail, account.provider_user_id, account.token, account.email, console):
+            return 1
     console.print(f"[dim]demo finished in {time.monotonic() - started:.0f} s; stopping everything[/]")
     return 0
 
@@ -162,6 +175,33 @@ def _start_gmail_server(mbox: Path) -> Any:
 
     mailbox = Mailbox.from_mbox(mbox, shift_dates=True)
     return GmailApiServer(mailbox, quota_units_per_second=get_settings().quota_units_per_second).start()
+
+
+def _start_push(
+    stack: contextlib.ExitStack, client: firestore.Client, pubsub_ready: Future[str] | None, console: Console
+) -> Any:
+    """Gmail push as `emailsync watch` runs it (listener, watches), its syncs in this process."""
+    if pubsub_ready is None:
+        console.print("[yellow]Pub/Sub emulator not installed: no Gmail push, polling only[/]")
+        return None
+    from deployments.push import PushService, PushSyncRunner
+    from emailsync.demo_push import DEMO_TOPIC_NAME
+    from emailsync.push.pubsub import push_target
+
+    try:
+        with console.status("waiting for the Pub/Sub emulator (Java)..."):
+            host = pubsub_ready.result()
+        topic = f"projects/{DEMO_PROJECT}/topics/{DEMO_TOPIC_NAME}"
+        _set_env({"PUBSUB_EMULATOR_HOST": host, "EMAILSYNC_GMAIL_PUSH_TOPIC": topic})
+        target = push_target(get_settings())
+        assert target is not None
+        push = PushService(target, client, runner=PushSyncRunner(client)).start()
+    except Exception as exc:  # push is the demo's last act; the backfill goes on without it
+        console.print(f"[yellow]Gmail push not started: {exc}[/]")
+        return None
+    stack.callback(push.stop)
+    console.print(f"[green]✓[/] Pub/Sub emulator on {host}: Gmail push to {topic}, streaming pull listening")
+    return push
 
 
 DEMO_PASSWORD = "demo-password"

@@ -1,4 +1,4 @@
-"""The two Prefect deployments of emailsync, defined once: names, entrypoints, tags, parameters,
+"""The Prefect deployments of emailsync, defined once: names, entrypoints, tags, parameters,
 schedule and concurrency. `prefect.yaml` (production, `prefect deploy --all`) and `emailsync serve`
 (`deployments/serve.py`) both follow this table; `tests/unit/test_deployment_specs.py` fails when
 prefect.yaml drifts from it. Plain data: flows/ and deployments/ import it, it imports neither.
@@ -47,16 +47,32 @@ PERIODIC_EMAIL_SYNC = DeploymentSpec(
     name="periodic-email-sync",
     entrypoint="flows/periodic_sync.py:periodic_email_sync",
     description=(
-        "Hourly fan-out: one run of email-sync/email-sync per provider user with Gmail active. "
-        "An idle mailbox costs one history.list call."
+        "Hourly sweep: checks every provider user with Gmail active in-process (one history.list call "
+        "each, no model load) and starts a run of email-sync/email-sync only for users with changes, an "
+        "expired history, an unfinished backfill or a failed last sync. Shard the fleet across several "
+        "deployments with shard_index / shard_count."
     ),
     tags=("emailsync", "schedule"),
-    parameters={"max_concurrency": 4, "deployment_name": EMAIL_SYNC.full_name},
+    parameters={"shard_index": 0, "shard_count": 1, "deployment_name": EMAIL_SYNC.full_name},
     cron="0 * * * *",
     # One fan-out at a time: a slow hour must not stack a second fan-out on top of it.
     concurrency_limit=1,
 )
 
-DEPLOYMENTS: tuple[DeploymentSpec, ...] = (EMAIL_SYNC, PERIODIC_EMAIL_SYNC)
+RENEW_GMAIL_WATCHES = DeploymentSpec(
+    flow_name="renew-gmail-watches",
+    name="renew-gmail-watches",
+    entrypoint="flows/renew_watches.py:renew_gmail_watches",
+    description=(
+        "Gmail push: renews every connected user's users.watch well before its 7-day expiry, re-creates "
+        "lapsed watches and stops those of disconnected users. Does nothing without "
+        "EMAILSYNC_GMAIL_PUSH_TOPIC."
+    ),
+    tags=("emailsync", "push"),
+    cron="30 */6 * * *",
+    concurrency_limit=1,
+)
+
+DEPLOYMENTS: tuple[DeploymentSpec, ...] = (EMAIL_SYNC, PERIODIC_EMAIL_SYNC, RENEW_GMAIL_WATCHES)
 
 EMAIL_SYNC_DEPLOYMENT = EMAIL_SYNC.full_name

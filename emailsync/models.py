@@ -157,6 +157,7 @@ class SyncTrigger(StrEnum):
     CONNECT = "connect"
     SCHEDULE = "schedule"
     MANUAL = "manual"
+    PUSH = "push"  # a Gmail push notification (users.watch → Pub/Sub)
 
 
 class SyncMode(StrEnum):

@@ -1,40 +1,35 @@
-"""`periodic_email_sync`: the hourly fan-out that keeps every connected mailbox fresh.
+"""`periodic_email_sync`: the sweep that keeps every connected mailbox fresh at fleet scale.
 
-It lists the provider users with Gmail active and starts one `email_sync` (trigger "schedule") per
-user. With a Prefect API and the `email-sync` deployment registered, each sync is its own flow run
-of that deployment, so every worker of the pool shares the load; otherwise the syncs run here as
-subflows on a small thread pool. Either way the per-user limit holds: a user whose sync is still
-running is skipped by that flow's lease, and an idle user costs one history.list call.
+One flow run checks every connected user of its shard in-process (`emailsync.sweep.Sweep`: one
+history.list call per user, concurrently on a bounded thread pool, no model load, no progress document
+for an idle user) and starts an `email-sync` run only for the users that need one: changes, an expired
+history, an unfinished backfill or a failed last sync. With a Prefect API and the `email-sync`
+deployment registered, each such sync is a run of that deployment (workers of the pool share them);
+otherwise the syncs run here as subflows on a small thread pool and the result says how they ended.
+
+The result names every user's outcome (idle / started / skipped / failed with the reason). Nothing is
+marked done for a user the sweep could not check or start, so the next sweep retries it. Shards
+(`shard_index` of `shard_count`, by a stable hash of the provider user id) let several workers split
+the fleet. Run once from a shell with `emailsync sweep` or `python -m flows.periodic_sync`.
 """
 
 from __future__ import annotations
 
 import contextvars
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
 
 from emailsync.config import get_settings
 from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
 from emailsync.firestore.client import get_firestore_client
+from emailsync.firestore.progress import get_progress_writer
 from emailsync.firestore.repositories import ProviderUserRepository
-from emailsync.lifecycle import automatic_sync_blocked
-from emailsync.models import SyncTrigger
-from emailsync.sync.summary import SyncSummary
+from emailsync.models import ProviderUser, SyncTrigger
+from emailsync.sweep import Outcome, Reason, Sweep, SweepResult
+from emailsync.sync.ids import new_sync_id
 
-DEFAULT_CONCURRENCY = 4
-
-
-class PeriodicSyncSummary(BaseModel):
-    """What one periodic run did: how many users, and how each of their syncs was started."""
-
-    users: int
-    via: str  # "deployment" | "in-process"
-    flow_run_ids: dict[str, str] = Field(default_factory=dict)  # provider user id -> flow run id
-    completed: list[str] = Field(default_factory=list)
-    skipped: list[str] = Field(default_factory=list)  # a sync of that user was still running (lease)
-    failed: dict[str, str] = Field(default_factory=dict)  # provider user id -> error
+DEFAULT_SYNC_CONCURRENCY = 4
 
 
 def _deployment_available(name: str) -> bool:
@@ -51,67 +46,110 @@ def _deployment_available(name: str) -> bool:
         return False
 
 
-def _run_subflow(provider_user_id: str) -> SyncSummary:
-    from flows.email_sync import email_sync
+class _DeploymentStarter:
+    """A sync = a run of the `email-sync` deployment (pending document first, as the watcher does)."""
 
-    return email_sync(provider_user_id, trigger=SyncTrigger.SCHEDULE.value)
+    def __init__(self, deployment_name: str, context: contextvars.Context) -> None:
+        self.deployment_name = deployment_name
+        self.context = context
+
+    def __call__(self, provider_user_id: str, user: ProviderUser, reason: Reason) -> str:
+        return self.context.copy().run(self._start, provider_user_id, user, reason)
+
+    def _start(self, provider_user_id: str, user: ProviderUser, reason: Reason) -> str:
+        from prefect.deployments import run_deployment
+
+        progress = get_progress_writer()
+        sync_id = new_sync_id(provider_user_id, SyncTrigger.SCHEDULE)
+        progress.create_pending(
+            sync_id, user.app_user_id, user.family_id, provider_user_id, SyncTrigger.SCHEDULE
+        )
+        try:
+            # timeout=0: schedule and move on; workers of the pool pick the runs up.
+            flow_run = run_deployment(
+                self.deployment_name,
+                parameters={
+                    "provider_user_id": provider_user_id,
+                    "trigger": SyncTrigger.SCHEDULE.value,
+                    "sync_id": sync_id,
+                },
+                timeout=0,
+                as_subflow=False,
+                tags=["emailsync", "trigger:schedule", f"sweep:{reason.value}"],
+            )
+        except Exception as exc:
+            progress.fail(sync_id, f"could not start the sync: {exc}")
+            raise
+        return str(flow_run.id)
+
+
+class _InProcessStarter:
+    """A sync = the `email_sync` flow as a subflow of this run, on a bounded thread pool."""
+
+    def __init__(self, max_workers: int, context: contextvars.Context) -> None:
+        self.context = context
+        self.pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="sweep-sync")
+        self.futures: dict[str, Future[str]] = {}
+
+    def __call__(self, provider_user_id: str, user: ProviderUser, reason: Reason) -> str:
+        sync_id = new_sync_id(provider_user_id, SyncTrigger.SCHEDULE)
+        self.futures[provider_user_id] = self.pool.submit(
+            self.context.copy().run, self._run, provider_user_id, sync_id
+        )
+        return sync_id
+
+    @staticmethod
+    def _run(provider_user_id: str, sync_id: str) -> str:
+        from flows.email_sync import email_sync  # imported by the first user that needs a sync
+
+        summary = email_sync(provider_user_id, trigger=SyncTrigger.SCHEDULE.value, sync_id=sync_id)
+        return "skipped (already syncing)" if summary.skipped else "completed"
+
+    def wait(self, result: SweepResult) -> None:
+        """Wait for the syncs and put how each ended into the result."""
+        self.pool.shutdown(wait=True)
+        for item in result.of(Outcome.STARTED):
+            future = self.futures.get(item.provider_user_id)
+            if future is None:
+                continue
+            try:
+                item.sync_result = future.result()
+            except Exception as exc:  # the flow wrote the cause into syncProgress too
+                item.sync_result = f"failed: {exc}"
 
 
 @flow(name="periodic-email-sync", log_prints=True)
 def periodic_email_sync(
-    max_concurrency: int = DEFAULT_CONCURRENCY, deployment_name: str = EMAIL_SYNC_DEPLOYMENT
-) -> PeriodicSyncSummary:
-    """Start a scheduled sync for every provider user with Gmail active."""
+    shard_index: int = 0,
+    shard_count: int = 1,
+    max_concurrency: int | None = None,
+    sync_concurrency: int = DEFAULT_SYNC_CONCURRENCY,
+    deployment_name: str = EMAIL_SYNC_DEPLOYMENT,
+) -> SweepResult:
+    """Check every connected user of this shard; start a sync only for those that need one.
+
+    `max_concurrency`: users checked at once (None: `EMAILSYNC_SWEEP_CONCURRENCY`);
+    `sync_concurrency`: syncs run at once when they run in this process (no deployment).
+    """
     logger = get_run_logger()
-    users = ProviderUserRepository(get_firestore_client()).list_gmail_active()
-    logger.info("%d provider users with Gmail active", len(users))
-    left_alone = {pid: why for pid, user in users if (why := automatic_sync_blocked(user)) is not None}
-    for provider_user_id, why in left_alone.items():
-        logger.info("not syncing %s: %s", provider_user_id, why)
-    users = [(pid, user) for pid, user in users if pid not in left_alone]
-
+    client = get_firestore_client()
+    users = ProviderUserRepository(client).list_gmail_active()
+    context = contextvars.copy_context()
+    in_process = None
     if _deployment_available(deployment_name):
-        from prefect.deployments import run_deployment
-
-        summary = PeriodicSyncSummary(users=len(users), via="deployment")
-        for provider_user_id, _user in users:
-            try:
-                # timeout=0: schedule and move on; workers of the pool pick the runs up.
-                flow_run = run_deployment(
-                    deployment_name,
-                    parameters={"provider_user_id": provider_user_id, "trigger": SyncTrigger.SCHEDULE.value},
-                    timeout=0,
-                    tags=["emailsync", "trigger:schedule"],
-                )
-                summary.flow_run_ids[provider_user_id] = str(flow_run.id)
-            except Exception as exc:
-                logger.error("could not schedule a sync for %s: %s", provider_user_id, exc)
-                summary.failed[provider_user_id] = str(exc)
-        logger.info("scheduled %d runs of %s", len(summary.flow_run_ids), deployment_name)
-        return summary
-
-    summary = PeriodicSyncSummary(users=len(users), via="in-process")
-    # Each submission copies this flow's context, so the syncs are subflows of this run in the UI.
-    with ThreadPoolExecutor(max_workers=max(1, max_concurrency), thread_name_prefix="periodic") as pool:
-        futures = {
-            provider_user_id: pool.submit(contextvars.copy_context().run, _run_subflow, provider_user_id)
-            for provider_user_id, _user in users
-        }
-        for provider_user_id, future in futures.items():
-            try:
-                result = future.result()
-                (summary.skipped if result.skipped else summary.completed).append(provider_user_id)
-            except Exception as exc:  # one user's failure never stops the others
-                logger.error("scheduled sync of %s failed: %s", provider_user_id, exc)
-                summary.failed[provider_user_id] = str(exc)
-    logger.info(
-        "%d syncs completed, %d skipped (already running), %d failed",
-        len(summary.completed),
-        len(summary.skipped),
-        len(summary.failed),
+        starter = _DeploymentStarter(deployment_name, context)
+    else:
+        starter = in_process = _InProcessStarter(sync_concurrency, context)
+    result = Sweep(client, starter, max_workers=max_concurrency).run(
+        users, shard_index=shard_index, shard_count=shard_count
     )
-    return summary
+    if in_process is not None:
+        in_process.wait(result)
+    for line in result.summary_lines():
+        logger.info("%s", line)
+    return result
 
 
 if __name__ == "__main__":
-    print(periodic_email_sync())
+    for line in periodic_email_sync().summary_lines():
+        print(line)

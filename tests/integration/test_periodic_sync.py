@@ -1,4 +1,4 @@
-"""The hourly fan-out over 20 connected users: real emulator, real Gmail server, real flows."""
+"""The hourly sweep over 20 connected users: real emulator, real Gmail server, real flows."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from emailsync.firestore.repositories import EmailRepository, SyncStateRepositor
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.local.seed import seed_account
+from emailsync.sweep import Outcome
 from flows.periodic_sync import periodic_email_sync
 from tests.fixtures.gmail import SAMPLE_MBOX
 
@@ -51,7 +52,8 @@ def test_periodic_sync_stores_exactly_the_new_messages_and_idle_users_cost_one_h
             gmail_active=True,
         )
     first = periodic_email_sync()
-    assert sorted(first.completed) == USERS, first.failed
+    assert sorted(o.provider_user_id for o in first.of(Outcome.STARTED)) == USERS, first.summary_lines()
+    assert {o.sync_result for o in first.outcomes} == {"completed"}, first.summary_lines()
     state = SyncStateRepository(firestore_client)
     assert all(state.get(user).backfill_completed for user in USERS)
 
@@ -68,11 +70,14 @@ def test_periodic_sync_stores_exactly_the_new_messages_and_idle_users_cost_one_h
 
     second = periodic_email_sync()
 
-    assert sorted(second.completed) == USERS, second.failed
+    started = {o.provider_user_id for o in second.of(Outcome.STARTED)}
+    assert started == set(NEW_MESSAGES), second.summary_lines()
+    assert {o.sync_result for o in second.of(Outcome.STARTED)} == {"completed"}
+    assert sorted(o.provider_user_id for o in second.of(Outcome.IDLE)) == sorted(set(USERS) - started)
     for user in USERS:
         assert set(emails.list_ids(user)) == before[user] | new_ids.get(user, set()), user
     calls = gmail_server.stats.requests_by_method
-    # Every user needs one history.list; 20 users making 20 calls means no user made two.
-    assert calls.get("history.list", 0) == len(USERS)
+    # The sweep's check is one history.list per user; a user with changes makes one more in its sync.
+    assert calls.get("history.list", 0) == len(USERS) + len(NEW_MESSAGES)
     assert calls.get("messages.get", 0) == sum(NEW_MESSAGES.values())
     assert calls.get("messages.list", 0) == 0

@@ -1,6 +1,7 @@
 """The production path on one machine: a real Prefect server, prefect.yaml deployed on a process work
 pool, one `prefect worker` subprocess; a Gmail connect through the watcher becomes a flow run of
-`email-sync/email-sync` on that worker, and the user's syncProgress ends completed."""
+`email-sync/email-sync` on that worker, and the user's syncProgress ends completed; so does a Gmail
+push notification's sync."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ import pytest
 import requests
 from google.cloud import firestore
 
+from deployments.push import PushSyncRunner
 from deployments.serve import PrefectServerProcess
 from deployments.watcher import DeploymentLauncher, GmailConnectWatcher
+from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
 from emailsync.firestore.repositories import EmailRepository
 from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.local.seed import connect_gmail, seed_account
 from emailsync.models import SyncProgress, SyncStatus, SyncTrigger
+from emailsync.push.coalesce import RunOutcome
 from tests.fixtures.gmail import SAMPLE_MBOX
 
 pytestmark = [pytest.mark.integration, pytest.mark.prefect]
@@ -95,9 +99,25 @@ def test_connect_runs_the_email_sync_deployment_on_a_process_worker(
             f"{server.api_url}/deployments/{flow_run['deployment_id']}", timeout=10
         ).json()
 
+        # Gmail push in this setup: a notification's sync is a run of the same deployment, waited for
+        # (so the next notification of the user coalesces behind it).
+        pushed_id = gmail_server.add_message(read_mbox(SAMPLE_MBOX)[MAILBOX_SIZE], token="token-deployed")
+        runner = PushSyncRunner(
+            firestore_client, deployment_name=EMAIL_SYNC_DEPLOYMENT, api_url=server.api_url
+        )
+        push_outcome = runner("pu-deployed")
+
     assert sync.details.trigger == SyncTrigger.CONNECT
     assert flow_run["state_type"] == "COMPLETED"
     assert flow_run["parameters"]["sync_id"] == sync.syncId
     assert deployment["name"] == "email-sync"
     assert deployment["work_pool_name"] == POOL
-    assert EmailRepository(firestore_client).count("pu-deployed") == MAILBOX_SIZE
+    assert EmailRepository(firestore_client).count("pu-deployed") == MAILBOX_SIZE + 1
+    assert push_outcome == RunOutcome.DONE
+    assert pushed_id in EmailRepository(firestore_client).list_ids("pu-deployed")
+    pushes = [
+        SyncProgress.from_firestore(s.to_dict())
+        for s in firestore_client.collection(SyncProgress.COLLECTION).stream()
+        if ((s.to_dict() or {}).get("details") or {}).get("trigger") == SyncTrigger.PUSH.value
+    ]
+    assert [push.status for push in pushes] == [SyncStatus.COMPLETED]

@@ -8,7 +8,7 @@ export const STATUS_LABELS = {
   skipped: "Already syncing",
 };
 
-const TRIGGER_LABELS = { connect: "Gmail connected", schedule: "Scheduled", manual: "Manual" };
+const TRIGGER_LABELS = { connect: "Gmail connected", schedule: "Scheduled", manual: "Manual", push: "New mail (push)" };
 const ACTIVE_STATUSES = new Set(["pending", "in_progress"]);
 
 /** Firestore Timestamp, Date, ISO string or millis -> Date (null when absent or unreadable). */
