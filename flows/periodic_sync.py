@@ -147,6 +147,10 @@ def periodic_email_sync(
         in_process.wait(result)
     for line in result.summary_lines():
         logger.info("%s", line)
+    if shard_index == 0:  # one shard is enough to fail the pending documents whose run never started
+        stale = get_progress_writer().fail_stale_pending()
+        if stale:
+            logger.info("%d pending syncs never started; marked failed: %s", len(stale), ", ".join(stale))
     return result
 
 
