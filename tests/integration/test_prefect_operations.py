@@ -217,7 +217,7 @@ def test_emailsync_log_lines_run_name_tags_and_the_end_of_run_artifact_are_in_pr
         return [log for log in logs if log.name.startswith("emailsync.")]
 
     logs = wait_for(emailsync_logs, 30, "emailsync log lines in the flow run's logs")
-    assert any(log.name == "emailsync.gmail.client" and "gmail retry" in log.message for log in logs)
+    assert any(log.name == "emailsync.gmail.retry" and "gmail retry" in log.message for log in logs)
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
