@@ -35,6 +35,7 @@ class QuotaCosts(BaseModel):
     messages_list: int = 5
     history_list: int = 2
     get_profile: int = 1
+    labels_list: int = 1
 
 
 def _env(*names: str) -> AliasChoices:
@@ -80,6 +81,9 @@ class Settings(BaseSettings):
     local_onnx_precision: Literal["fp32", "int8"] = Field(
         "fp32", validation_alias=_env("EMAILSYNC_ONNX_PRECISION")
     )
+    # What a message that leaves the mailbox (trash, spam, delete) leaves behind: nothing, or a tombstone
+    # (its document with `deletedAt` set, out of search and of the mirror's comparisons).
+    deleted_mail: Literal["remove", "keep"] = Field("remove", validation_alias=_env("EMAILSYNC_DELETED_MAIL"))
     # None = the CPUs this process may run on (its affinity)
     local_threads: int | None = Field(None, validation_alias=_env("EMAILSYNC_LOCAL_THREADS"))
 
@@ -96,6 +100,9 @@ class Settings(BaseSettings):
     quota_cost_get_profile: int | None = Field(
         None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_GET_PROFILE")
     )
+    quota_cost_labels_list: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_LABELS_LIST")
+    )
 
     @model_validator(mode="after")
     def _fold_quota_costs(self) -> Settings:
@@ -108,7 +115,7 @@ class Settings(BaseSettings):
             self.quota_costs = self.quota_costs.model_copy(update=overrides)
         return self
 
-    @field_validator("local_backend", "local_onnx_precision", mode="before")
+    @field_validator("local_backend", "local_onnx_precision", "deleted_mail", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

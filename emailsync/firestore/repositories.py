@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,9 @@ from emailsync.models import (
     ProviderCredentials,
     ProviderUser,
     SyncState,
+    label_flags,
 )
+from emailsync.sync.mirror import StoredState
 
 APP_USERS = "appUsers"
 FAMILIES = "families"
@@ -48,6 +50,14 @@ MAX_GET_ALL_REFS = 500
 # the emulator resolves lock conflicts only by a 2 s timeout, so 20 contenders can livelock there.)
 COMPARE_AND_SET_ATTEMPTS = 25
 COMPARE_AND_SET_JITTER_SECONDS = 0.02
+# The most results a vector query returns.
+MAX_NEAREST = 1000
+# The stored fields the mirror compares, and those an enrichment consists of.
+STATE_FIELDS = ("labelIds", "deletedAt", "enrichment")
+ENRICHMENT_FIELDS = ("summary", "tags", "embedding", "enrichment")
+# Enrichments of emails removed while in the trash or spam (EMAILSYNC_DELETED_MAIL=remove), so one that
+# comes back is not enriched again. Backend only: no rule lets a client read it.
+KEPT_ENRICHMENTS = "keptEnrichments"
 # `find_nearest` puts the cosine distance of each hit into this extra field of the returned record.
 VECTOR_DISTANCE_FIELD = "vectorDistance"
 
@@ -161,6 +171,15 @@ def email_to_document(record: EmailRecord) -> dict[str, Any]:
     return data
 
 
+def _stored_state(data: dict[str, Any]) -> StoredState:
+    enrichment = data.get("enrichment")
+    return StoredState(
+        label_ids=list(data.get("labelIds") or []),
+        enriched=bool(enrichment),
+        deleted=data.get("deletedAt") is not None,
+    )
+
+
 def cosine_similarity(record: EmailRecord) -> float | None:
     """1 - the cosine distance `find_nearest` put on `record` (None for a record it did not return)."""
     distance = (record.model_extra or {}).get(VECTOR_DISTANCE_FIELD)
@@ -254,18 +273,130 @@ class EmailRepository(_Repository):
     def find_nearest(
         self, provider_user_id: str, vector: Sequence[float], limit: int = 5
     ) -> list[EmailRecord]:
-        """The `limit` emails whose embedding is nearest (cosine) to `vector`, nearest first.
+        """The `limit` emails whose embedding is nearest (cosine) to `vector`, nearest first; tombstones
+        (mail that left the mailbox, `deletedAt` set) are not results.
 
         Each record carries its distance in the extra field `vectorDistance` (`record.model_extra`).
         """
-        query = self._emails(provider_user_id).find_nearest(
-            vector_field="embedding",
-            query_vector=Vector(list(vector)),
-            distance_measure=DistanceMeasure.COSINE,
-            limit=limit,
-            distance_result_field=VECTOR_DISTANCE_FIELD,
-        )
-        return [email_from_document(snapshot.to_dict()) for snapshot in query.get()]
+        asked = limit
+        while True:
+            query = self._emails(provider_user_id).find_nearest(
+                vector_field="embedding",
+                query_vector=Vector(list(vector)),
+                distance_measure=DistanceMeasure.COSINE,
+                limit=asked,
+                distance_result_field=VECTOR_DISTANCE_FIELD,
+            )
+            snapshots = list(query.get())
+            live = [email_from_document(s.to_dict()) for s in snapshots if not s.to_dict().get("deletedAt")]
+            # Tombstones took places among the nearest: ask for more (vector queries return at most 1000).
+            if len(live) >= limit or len(snapshots) < asked or asked >= MAX_NEAREST:
+                return live[:limit]
+            asked = min(asked * 4, MAX_NEAREST)
+
+    # ------------------------------------------------------------------------------------ the mirror
+
+    def _kept(self, provider_user_id: str) -> firestore.CollectionReference:
+        return self.client.collection(PROVIDER_USERS).document(provider_user_id).collection(KEPT_ENRICHMENTS)
+
+    def states(self, provider_user_id: str, ids: Iterable[str]) -> dict[str, StoredState]:
+        """What is stored for those of `ids` that have a document (tombstones included)."""
+        emails = self._emails(provider_user_id)
+        states: dict[str, StoredState] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), MAX_GET_ALL_REFS):
+            refs = [emails.document(message_id) for message_id in chunk]
+            for snapshot in self.client.get_all(refs, field_paths=list(STATE_FIELDS)):
+                if snapshot.exists:
+                    states[snapshot.id] = _stored_state(snapshot.to_dict() or {})
+        return states
+
+    def all_states(self, provider_user_id: str) -> dict[str, StoredState]:
+        """What is stored for every document of the user (tombstones included), without the content."""
+        query = self._emails(provider_user_id).select(list(STATE_FIELDS))
+        return {snapshot.id: _stored_state(snapshot.to_dict() or {}) for snapshot in query.stream()}
+
+    def set_labels(self, provider_user_id: str, labels: Mapping[str, list[str]]) -> int:
+        """Gmail's labels (and the flags that follow from them) on kept emails; a tombstone is restored."""
+        emails = self._emails(provider_user_id)
+        writes = [
+            (
+                emails.document(message_id),
+                {"labelIds": list(label_ids), **label_flags(label_ids), "deletedAt": None},
+            )
+            for message_id, label_ids in labels.items()
+        ]
+        self._commit(writes)
+        return len(writes)
+
+    def leave(
+        self, provider_user_id: str, leaving: Mapping[str, list[str] | None], *, keep: bool, for_good: bool
+    ) -> int:
+        """Emails that left the mailbox: tombstones (`keep`) or removed. Removed for a while (trash, spam),
+        their enrichment is kept aside for their return; gone `for_good`, it is dropped."""
+        emails = self._emails(provider_user_id)
+        kept = self._kept(provider_user_id)
+        writes: list[tuple[Any, dict[str, Any] | None]] = []
+        if keep:
+            live = {i for i, state in self.states(provider_user_id, leaving).items() if not state.deleted}
+            for message_id, label_ids in leaving.items():
+                if message_id not in live:
+                    continue
+                fields: dict[str, Any] = {
+                    "deletedAt": firestore.SERVER_TIMESTAMP,
+                    **label_flags((), deleted=True),
+                }
+                if label_ids is not None:
+                    fields["labelIds"] = list(label_ids)
+                writes.append((emails.document(message_id), fields))
+        else:
+            if not for_good:
+                for message_id, enrichment in self._enrichments(provider_user_id, list(leaving)).items():
+                    writes.append((kept.document(message_id), enrichment))
+            writes.extend((emails.document(message_id), None) for message_id in leaving)
+        if for_good:
+            writes.extend((kept.document(message_id), None) for message_id in leaving)
+        self._commit(writes, existing_only=keep)
+        return len(leaving)
+
+    def kept_enrichments(self, provider_user_id: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Enrichments kept aside for `ids` (removed while in the trash or spam), by id."""
+        kept = self._kept(provider_user_id)
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), MAX_GET_ALL_REFS):
+            for snapshot in self.client.get_all([kept.document(message_id) for message_id in chunk]):
+                if snapshot.exists:
+                    found[snapshot.id] = snapshot.to_dict() or {}
+        return found
+
+    def drop_kept_enrichments(self, provider_user_id: str, ids: Iterable[str]) -> None:
+        kept = self._kept(provider_user_id)
+        self._commit([(kept.document(message_id), None) for message_id in dict.fromkeys(ids)])
+
+    def _enrichments(self, provider_user_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        emails = self._emails(provider_user_id)
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(ids, MAX_GET_ALL_REFS):
+            refs = [emails.document(message_id) for message_id in chunk]
+            for snapshot in self.client.get_all(refs, field_paths=list(ENRICHMENT_FIELDS)):
+                data = snapshot.to_dict() if snapshot.exists else None
+                if data and data.get("enrichment"):
+                    found[snapshot.id] = data
+        return found
+
+    def _commit(
+        self, writes: Sequence[tuple[Any, dict[str, Any] | None]], *, existing_only: bool = False
+    ) -> None:
+        """Merge-writes (None: delete) in commits of at most `MAX_BATCH_WRITES`."""
+        for chunk in _chunks(writes, MAX_BATCH_WRITES):
+            batch = self.client.batch()
+            for reference, fields in chunk:
+                if fields is None:
+                    batch.delete(reference)
+                elif existing_only:
+                    batch.update(reference, fields)
+                else:
+                    batch.set(reference, fields, merge=True)
+            batch.commit()
 
 
 # ---------------------------------------------------------------------------------------- sync state
@@ -286,6 +417,16 @@ def _held_by_other(state: SyncState, sync_id: str, now: datetime) -> bool:
         and state.lease_expires_at is not None
         and state.lease_expires_at > now
     )
+
+
+def _history_after(candidate: str, current: str | None) -> bool:
+    """Whether `candidate` is a later historyId than `current` (Gmail's ids are increasing integers)."""
+    if current is None:
+        return True
+    try:
+        return int(candidate) > int(current)
+    except ValueError:
+        return candidate != current
 
 
 class SyncStateRepository(_Repository):
@@ -361,8 +502,11 @@ class SyncStateRepository(_Repository):
         sync_id: str,
         cursor: BackfillCursor | None,
         timeout_seconds: float | None = None,
+        *,
+        history_id: str | None = None,
     ) -> bool:
-        """Save the cursor (when given) and renew the lease of `sync_id` in one conditional write.
+        """Save the cursor (when given) and renew the lease of `sync_id` in one conditional write; with
+        `history_id`, move `lastHistoryId` forward to it (never backwards).
 
         No transaction on purpose: this runs after every batch, and a worker killed inside a transaction
         leaves a lock that blocks every later write to the document (the emulator never drops it).
@@ -376,6 +520,8 @@ class SyncStateRepository(_Repository):
             update: dict[str, Any] = {"leaseExpiresAt": _now() + timedelta(seconds=timeout)}
             if cursor is not None:
                 update["backfillCursor"] = cursor.to_firestore()
+            if history_id is not None and _history_after(history_id, _state_of(snapshot).last_history_id):
+                update["lastHistoryId"] = str(history_id)
             return update
 
         return compare_and_set(self.client, self._document(provider_user_id), decide)
@@ -393,7 +539,12 @@ class SyncStateRepository(_Repository):
         )
 
     def set_last_history_id(self, provider_user_id: str, history_id: str | int) -> None:
-        """An incremental sync caught up to `history_id`."""
-        self._document(provider_user_id).set(
-            {"lastHistoryId": str(history_id), "lastSyncedAt": firestore.SERVER_TIMESTAMP}, merge=True
-        )
+        """An incremental sync caught up to `history_id` (an older one than stored is not written back)."""
+
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any]:
+            update: dict[str, Any] = {"lastSyncedAt": firestore.SERVER_TIMESTAMP}
+            if _history_after(str(history_id), _state_of(snapshot).last_history_id):
+                update["lastHistoryId"] = str(history_id)
+            return update
+
+        compare_and_set(self.client, self._document(provider_user_id), decide)
