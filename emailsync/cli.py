@@ -83,12 +83,19 @@ def gmail_server(
     quota_units_per_second: Annotated[float, typer.Option(help="Gmail per-user quota")] = 250.0,
     fail_rate: Annotated[float, typer.Option(help="fraction of requests answered with a 5xx")] = 0.0,
     latency_ms: Annotated[int, typer.Option(help="added latency per request")] = 0,
+    history_retention: Annotated[
+        int | None,
+        typer.Option(help="history records kept per user; an older startHistoryId gets 404 (default: all)"),
+    ] = None,
 ) -> None:
-    """The local Gmail-API-compatible server (messages.list/get, history.list, getProfile, batch)."""
+    """The local Gmail-API-compatible server: each bearer token is its own user with its own copy of
+    the mbox (messages, labels, history, profile, batch; see emailsync/local/gmail_server/server.py)."""
     if not mbox.is_file():
         raise _fail(f"mailbox not found: {mbox}")
     if not 0.0 <= fail_rate <= 1.0:
         raise _fail("--fail-rate must be between 0 and 1")
+    if history_retention is not None and history_retention < 1:
+        raise _fail("--history-retention must be at least 1")
     from emailsync.local.gmail_server.server import run_gmail_server
 
     _configure_logging()
@@ -99,6 +106,7 @@ def gmail_server(
         fail_rate=fail_rate,
         latency_ms=latency_ms,
         shift_dates=True,
+        history_retention=history_retention,
     )
 
 

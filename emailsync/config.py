@@ -35,7 +35,18 @@ class QuotaCosts(BaseModel):
     messages_list: int = 5
     history_list: int = 2
     get_profile: int = 1
+    messages_insert: int = 25
+    messages_modify: int = 5
+    messages_trash: int = 5
+    messages_untrash: int = 5
+    messages_delete: int = 10
+    messages_batch_modify: int = 50
+    messages_batch_delete: int = 50
     labels_list: int = 1
+    labels_get: int = 1
+    labels_create: int = 5
+    watch: int = 100
+    stop: int = 50
 
 
 def _env(*names: str) -> AliasChoices:
@@ -87,7 +98,8 @@ class Settings(BaseSettings):
     # None = the CPUs this process may run on (its affinity)
     local_threads: int | None = Field(None, validation_alias=_env("EMAILSYNC_LOCAL_THREADS"))
 
-    # EMAILSYNC_QUOTA_COST_<METHOD>: folded into `quota_costs` (unset: QuotaCosts' default).
+    # EMAILSYNC_QUOTA_COST_<METHOD>: folded into `quota_costs` (unset: QuotaCosts' default). Only the
+    # methods the sync calls have one; the others' costs matter to the local Gmail server alone.
     quota_cost_messages_get: int | None = Field(
         None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_MESSAGES_GET")
     )
@@ -109,7 +121,7 @@ class Settings(BaseSettings):
         overrides = {
             method: getattr(self, f"quota_cost_{method}")
             for method in QuotaCosts.model_fields
-            if getattr(self, f"quota_cost_{method}") is not None
+            if getattr(self, f"quota_cost_{method}", None) is not None
         }
         if overrides:
             self.quota_costs = self.quota_costs.model_copy(update=overrides)

@@ -1,57 +1,53 @@
-"""The mailbox behind the local Gmail API server: mbox entries as Gmail messages.
+"""The mailbox of one user of the local Gmail API server: mbox entries as Gmail messages.
 
 Each mbox entry becomes one message whose `raw` is the entry's bytes exactly as stored (minus the
 `From ` separator line), so what the client downloads is what the corpus holds. Everything Gmail adds
 on top (id, threadId, internalDate, labelIds, snippet, historyId) is derived here, deterministically:
-the same mbox always yields the same ids.
+the same mbox always yields the same ids. Labels come from Takeout's `X-Gmail-Labels` header, else
+INBOX + UNREAD (mail as delivered).
 
-Derived encodings (base64url raw, snippet, the `full` payload tree) are computed lazily and cached on
-the message, because the server answers the same message many times during benchmarks and retries.
+Changes (deliveries, inserts, label changes, trash, delete) each write one history record
+(`emailsync/local/history.py`) and then call the change listeners with the new historyId.
+
+A `fork()` is another user's copy of the mailbox: it shares the (immutable) messages, keeps its own
+labels and history, and still receives what is delivered to the mailbox it was forked from
+(`add_message`), so a test's delivery reaches every user served from the same mbox.
 """
 
 from __future__ import annotations
 
-import bisect
-import email
-import email.header
 import email.message
-import email.utils
 import hashlib
-import mailbox as std_mailbox
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
+from emailsync.local.history import ChangeListener, ChangeListeners, HistoryLog, HistoryRecord
+from emailsync.local.labels import TRASH, Label, Labels, apply_label_change
+from emailsync.local.mbox_reading import dated_entries, read_mbox
+from emailsync.local.message_index import MessageIndex
 from emailsync.local.stored_message import (
-    _FALLBACK_DATE_MS,
-    _REPLY_PREFIX,
+    DEFAULT_LABEL_IDS,
+    MessageContent,
     StoredMessage,
-    _message_ids,
-    _normalized_subject,
-    _parse_date_ms,
-    _received_date,
     decode_header_value,
 )
+from emailsync.local.threads import Threads
+
+__all__ = ["DEFAULT_EMAIL_ADDRESS", "INITIAL_HISTORY_ID", "Mailbox", "read_mbox"]
 
 DEFAULT_EMAIL_ADDRESS = "me@example.com"
 # Gmail history ids are large opaque integers; starting above 0 keeps clients from relying on small values.
 INITIAL_HISTORY_ID = 100_000
-
-
-def read_mbox(path: Path | str) -> list[bytes]:
-    """Every entry of an mbox file as stored (minus its `From ` line): the raw messages, in file order."""
-    box = std_mailbox.mbox(str(path), create=False)
-    try:
-        return [box.get_bytes(key, from_=False) for key in box.iterkeys()]
-    finally:
-        box.close()
+MAX_IDS_PER_BATCH = 1000  # batchModify / batchDelete, as Gmail's
 
 
 class Mailbox:
-    """Gmail messages of one user, newest first, with a monotonic history. Thread-safe.
+    """Gmail messages of one user, newest first, with labels and a monotonic history. Thread-safe.
 
     Build one with `Mailbox.from_mbox(path)` or `Mailbox.from_raw_messages([...])`. With
     `shift_dates=True` every internalDate moves by one constant so the newest message is "now" — the
@@ -61,21 +57,16 @@ class Mailbox:
 
     def __init__(self, email_address: str = DEFAULT_EMAIL_ADDRESS) -> None:
         self.email_address = email_address
+        self.labels = Labels()  # read under the lock (`label_list()`), changed through `create_label`
         self._lock = threading.RLock()
-        self._by_id: dict[str, StoredMessage] = {}
-        # newest first: key = (-internal_date_ms, -sequence)
-        self._order: list[StoredMessage] = []
-        self._order_keys: list[tuple[int, int]] = []
-        self._history: list[StoredMessage] = []  # ascending history_id
-        self._history_ids: list[int] = []
+        self._messages = MessageIndex()
+        self._history = HistoryLog(INITIAL_HISTORY_ID)
         self._history_id = INITIAL_HISTORY_ID
-        self._oldest_retained_history_id = INITIAL_HISTORY_ID
-        self._history_retention: int | None = None
-        self._thread_by_message_id: dict[str, str] = {}
-        self._thread_by_subject: dict[str, str] = {}
-        self._thread_ids: set[str] = set()
+        self._threads = Threads()
         self._sequence = 0
         self.date_shift_ms = 0
+        self._listeners = ChangeListeners()
+        self._followers: weakref.WeakSet[Mailbox] = weakref.WeakSet()
 
     # ----------------------------------------------------------------------------------- building
     @classmethod
@@ -101,32 +92,7 @@ class Mailbox:
         email_address: str = DEFAULT_EMAIL_ADDRESS,
     ) -> Mailbox:
         now_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
-        latest_plausible_ms = now_ms + 86_400_000
-        parser = BytesHeaderParser()
-        entries: list[tuple[bytes, email.message.Message, int]] = []
-        previous_ms: int | None = None
-        pending_fallback: list[int] = []  # indexes waiting for a later valid date
-        for raw in raws:
-            headers = parser.parsebytes(raw)
-            millis = _parse_date_ms(headers.get("Date"), latest_plausible_ms)
-            if millis is None:
-                millis = _parse_date_ms(_received_date(headers), latest_plausible_ms)
-            if millis is None:
-                if previous_ms is None:
-                    pending_fallback.append(len(entries))
-                    entries.append((raw, headers, 0))
-                    continue
-                millis = previous_ms + 1000  # deterministic: just after its neighbour in the file
-            entries.append((raw, headers, millis))
-            previous_ms = millis
-            for index in pending_fallback:  # leading undated messages: just before the first dated one
-                raw_p, headers_p, _ = entries[index]
-                entries[index] = (raw_p, headers_p, millis - 1000 * (len(pending_fallback) - index))
-            pending_fallback.clear()
-        for index in pending_fallback:  # no valid date anywhere
-            raw_p, headers_p, _ = entries[index]
-            entries[index] = (raw_p, headers_p, _FALLBACK_DATE_MS + 1000 * index)
-
+        entries = dated_entries(raws, now_ms)
         mailbox = cls(email_address=email_address)
         if shift_dates and entries:
             # whole seconds, so shifted dates stay on the second like the Date headers they come from
@@ -137,99 +103,241 @@ class Mailbox:
         with mailbox._lock:
             for index in order:
                 raw, headers, millis = entries[index]
-                mailbox._insert(raw, headers, millis + mailbox.date_shift_ms, ids[index], index)
+                takeout = headers.get("X-Gmail-Labels")
+                label_ids = (
+                    mailbox.labels.from_takeout(decode_header_value(takeout))
+                    if takeout is not None
+                    else DEFAULT_LABEL_IDS
+                )
+                content = MessageContent(raw)
+                mailbox._insert(
+                    content, headers, millis + mailbox.date_shift_ms, ids[index], index, label_ids
+                )
             mailbox._sequence = len(entries)
         return mailbox
 
     def copy(self) -> Mailbox:
-        """An independent mailbox sharing the (immutable) messages and their caches; cheap."""
+        """An independent mailbox sharing the (immutable) messages and their caches; cheap.
+        Listeners and forks are not copied."""
         with self._lock:
             clone = Mailbox(email_address=self.email_address)
-            clone._by_id = dict(self._by_id)
-            clone._order = list(self._order)
-            clone._order_keys = list(self._order_keys)
-            clone._history = list(self._history)
-            clone._history_ids = list(self._history_ids)
+            clone.labels = self.labels.copy()
+            clone._messages = self._messages.copy()
+            clone._history = self._history.copy()
             clone._history_id = self._history_id
-            clone._oldest_retained_history_id = self._oldest_retained_history_id
-            clone._history_retention = self._history_retention
-            clone._thread_by_message_id = dict(self._thread_by_message_id)
-            clone._thread_by_subject = dict(self._thread_by_subject)
-            clone._thread_ids = set(self._thread_ids)
+            clone._threads = self._threads.copy()
             clone._sequence = self._sequence
             clone.date_shift_ms = self.date_shift_ms
             return clone
 
-    def _thread_for(self, headers: email.message.Message, own_id: str) -> str:
-        references = _message_ids(headers.get("In-Reply-To")) + _message_ids(headers.get("References"))
-        for reference in reversed(references):
-            thread_id = self._thread_by_message_id.get(reference)
-            if thread_id:
-                return thread_id
-        subject = headers.get("Subject")
-        normalized = _normalized_subject(subject)
-        is_reply = bool(subject) and _REPLY_PREFIX.match(decode_header_value(subject)) is not None
-        if normalized and (is_reply or references):
-            thread_id = self._thread_by_subject.get(normalized)
-            if thread_id:
-                return thread_id
-        return own_id
+    def fork(self, email_address: str) -> Mailbox:
+        """Another user's copy that keeps receiving what `add_message` delivers to this mailbox."""
+        with self._lock:
+            clone = self.copy()
+            clone.email_address = email_address
+            self._followers.add(clone)
+            return clone
+
+    def unfork(self, clone: Mailbox) -> None:
+        """Stop delivering to a fork (its user is gone)."""
+        with self._lock:
+            self._followers.discard(clone)
 
     def _insert(
         self,
-        raw: bytes,
+        content: MessageContent,
         headers: email.message.Message,
         internal_date_ms: int,
         message_id: str,
         sequence: int,
+        label_ids: tuple[str, ...],
     ) -> StoredMessage:
-        thread_id = self._thread_for(headers, message_id)
+        thread_id = self._threads.thread_for(headers, message_id)
         self._history_id += 1
         message = StoredMessage(
             id=message_id,
             thread_id=thread_id,
-            raw=raw,
+            content=content,
             internal_date_ms=internal_date_ms,
             history_id=self._history_id,
             sequence=sequence,
+            label_ids=label_ids,
         )
-        self._by_id[message_id] = message
-        key = (-internal_date_ms, -sequence)
-        position = bisect.bisect_left(self._order_keys, key)
-        self._order_keys.insert(position, key)
-        self._order.insert(position, message)
-        self._history.append(message)
-        self._history_ids.append(message.history_id)
-        self._thread_ids.add(thread_id)
-        for own in _message_ids(headers.get("Message-ID")):
-            self._thread_by_message_id.setdefault(own, thread_id)
-        normalized = _normalized_subject(headers.get("Subject"))
-        if normalized:
-            self._thread_by_subject.setdefault(normalized, thread_id)
-        if self._history_retention is not None:
-            self._expire_locked(self._history_id - self._history_retention)
+        self._messages.add(message)
+        self._threads.remember(headers, thread_id)
+        self._history.append(HistoryRecord(self._history_id, message, added=True))
         return message
 
-    def add_message(self, raw: bytes, internal_date_ms: int | None = None) -> str:
-        """Deliver a new message (internalDate defaults to now) with the next historyId; returns its id."""
-        headers = BytesHeaderParser().parsebytes(raw)
-        with self._lock:
+    def _new_id(self, raw: bytes) -> tuple[str, int]:
+        """A fresh (id, sequence): the same bytes delivered twice are two Gmail messages."""
+        sequence = self._sequence
+        self._sequence += 1
+        message_id = _message_id_for(raw, sequence)
+        while message_id in self._messages.by_id:
             sequence = self._sequence
             self._sequence += 1
             message_id = _message_id_for(raw, sequence)
-            while message_id in self._by_id:  # the same bytes delivered twice are two Gmail messages
-                sequence = self._sequence
-                self._sequence += 1
-                message_id = _message_id_for(raw, sequence)
-            millis = internal_date_ms if internal_date_ms is not None else int(time.time() * 1000)
-            return self._insert(raw, headers, millis, message_id, sequence).id
+        return message_id, sequence
+
+    def add_message(
+        self, raw: bytes, internal_date_ms: int | None = None, label_ids: Iterable[str] | None = None
+    ) -> str:
+        """Deliver a new message (internalDate defaults to now, labels to INBOX + UNREAD) with the next
+        historyId, here and in every fork of this mailbox; returns its id."""
+        labels = tuple(label_ids) if label_ids is not None else DEFAULT_LABEL_IDS
+        message, headers = self._add_new(raw, labels, internal_date_ms)
+        with self._lock:
+            followers = list(self._followers)
+        for follower in followers:
+            follower._deliver(message, headers)
+        return message.id
+
+    def _deliver(self, message: StoredMessage, headers: email.message.Message) -> None:
+        """A delivery to the mailbox this one was forked from (same id unless it is taken here)."""
+        with self._lock:
+            labels = tuple(label for label in message.label_ids if label in self.labels)
+            if message.sequence >= self._sequence and message.id not in self._messages.by_id:
+                message_id, sequence = message.id, message.sequence
+                self._sequence = sequence + 1
+            else:  # this user has inserted messages of its own since the fork
+                message_id, sequence = self._new_id(message.raw)
+            self._insert(message.content, headers, message.internal_date_ms, message_id, sequence, labels)
+            history_id = self._history_id
+            followers = list(self._followers)
+        self._listeners.notify(history_id)
+        for follower in followers:
+            follower._deliver(message, headers)
+
+    def insert_message(
+        self, raw: bytes, label_ids: Iterable[str] = (), internal_date_ms: int | None = None
+    ) -> StoredMessage:
+        """`messages.insert`: this user's mailbox only, with exactly `label_ids` (like IMAP APPEND)."""
+        return self._add_new(raw, tuple(dict.fromkeys(label_ids)), internal_date_ms)[0]
+
+    def _add_new(
+        self, raw: bytes, labels: tuple[str, ...], internal_date_ms: int | None
+    ) -> tuple[StoredMessage, email.message.Message]:
+        headers = BytesHeaderParser().parsebytes(raw)
+        millis = internal_date_ms if internal_date_ms is not None else int(time.time() * 1000)
+        with self._lock:
+            self.labels.check(labels)
+            message_id, sequence = self._new_id(raw)
+            message = self._insert(MessageContent(raw), headers, millis, message_id, sequence, labels)
+            history_id = self._history_id
+        self._listeners.notify(history_id)
+        return message, headers
+
+    # ------------------------------------------------------------------------------ label changes
+    def modify(self, message_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> StoredMessage:
+        """`messages.modify`. KeyError for an unknown message, ValueError for an invalid label."""
+        add, remove = tuple(add), tuple(remove)
+        with self._lock:
+            self.labels.check(add + remove, modifiable=True)
+            message = self._messages.by_id[message_id]
+            changed = self._change_labels(message, add, remove)
+            history_id = self._history_id
+        if changed is not message:
+            self._listeners.notify(history_id)
+        return changed
+
+    def batch_modify(
+        self, message_ids: Iterable[str], add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> None:
+        """`messages.batchModify`: one history record per message changed; unknown ids are skipped."""
+        ids, add, remove = _batch_ids(message_ids), tuple(add), tuple(remove)
+        with self._lock:
+            self.labels.check(add + remove, modifiable=True)
+            before = self._history_id
+            for message_id in ids:
+                if (message := self._messages.by_id.get(message_id)) is not None:
+                    self._change_labels(message, add, remove)
+            history_id = self._history_id
+        if history_id != before:
+            self._listeners.notify(history_id)
+
+    def trash(self, message_id: str) -> StoredMessage:
+        """`messages.trash`: TRASH on (and SPAM off); the other labels stay for `untrash`."""
+        return self.modify(message_id, add=(TRASH,))
+
+    def untrash(self, message_id: str) -> StoredMessage:
+        return self.modify(message_id, remove=(TRASH,))
+
+    def _change_labels(
+        self, message: StoredMessage, add: tuple[str, ...], remove: tuple[str, ...]
+    ) -> StoredMessage:
+        """Apply a label change (`apply_label_change`); one history record unless nothing changed."""
+        labels, added, removed = apply_label_change(message.label_ids, add, remove)
+        if not added and not removed:
+            return message
+        self._history_id += 1
+        changed = message.with_labels(labels, self._history_id)
+        self._messages.replace(changed)
+        self._history.append(
+            HistoryRecord(self._history_id, changed, labels_added=added, labels_removed=removed)
+        )
+        return changed
+
+    # ----------------------------------------------------------------------------------- deletion
+    def delete(self, message_id: str) -> None:
+        """`messages.delete`: gone for good (a messageDeleted record). KeyError for an unknown id."""
+        with self._lock:
+            self._delete(self._messages.by_id[message_id])
+            history_id = self._history_id
+        self._listeners.notify(history_id)
+
+    def batch_delete(self, message_ids: Iterable[str]) -> None:
+        """`messages.batchDelete`: unknown ids are skipped."""
+        ids = _batch_ids(message_ids)
+        with self._lock:
+            before = self._history_id
+            for message_id in ids:
+                if (message := self._messages.by_id.get(message_id)) is not None:
+                    self._delete(message)
+            history_id = self._history_id
+        if history_id != before:
+            self._listeners.notify(history_id)
+
+    def _delete(self, message: StoredMessage) -> None:
+        self._messages.remove(message)
+        self._history_id += 1
+        self._history.append(HistoryRecord(self._history_id, message, deleted=True))
+
+    # ------------------------------------------------------------------------------------- labels
+    def create_label(
+        self,
+        name: str,
+        message_list_visibility: str | None = "show",
+        label_list_visibility: str | None = "labelShow",
+        color: dict[str, str] | None = None,
+    ) -> Label:
+        """`labels.create`; ValueError for a bad request, LabelConflict for a name in use."""
+        with self._lock:
+            return self.labels.create(name, message_list_visibility, label_list_visibility, color)
+
+    def label_list(self) -> list[Label]:
+        with self._lock:
+            return self.labels.all()
+
+    def label_counts(self, label_id: str) -> dict[str, int]:
+        """messagesTotal, messagesUnread, threadsTotal, threadsUnread of one label (labels.get)."""
+        with self._lock:
+            return self._messages.label_counts(label_id)
+
+    # ---------------------------------------------------------------------------------- listeners
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Call `listener(history_id)` after every change (outside the lock, on the changing thread).
+        A listener that raises is logged and does not fail the change."""
+        self._listeners.add(listener)
+
+    def remove_change_listener(self, listener: ChangeListener) -> None:
+        self._listeners.remove(listener)
 
     # ------------------------------------------------------------------------------------ queries
     def get(self, message_id: str) -> StoredMessage | None:
-        return self._by_id.get(message_id)
+        return self._messages.by_id.get(message_id)
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._messages)
 
     @property
     def history_id(self) -> int:
@@ -238,15 +346,15 @@ class Mailbox:
 
     @property
     def thread_count(self) -> int:
-        return len(self._thread_ids)
+        return self._messages.thread_count
 
     @property
     def oldest_retained_history_id(self) -> int:
-        return self._oldest_retained_history_id
+        return self._history.oldest_retained
 
     def newest_first(self) -> list[StoredMessage]:
         with self._lock:
-            return list(self._order)
+            return self._messages.newest_first()
 
     def search(
         self,
@@ -255,48 +363,58 @@ class Mailbox:
         before_ms: int | None = None,
         label_ids: Iterable[str] = (),
         cursor: tuple[int, int] | None = None,
+        excluded_label_ids: Iterable[str] = (),
     ) -> tuple[list[StoredMessage], int]:
-        """Messages with after_ms <= internalDate < before_ms, newest first, starting after `cursor`
-        (the (internal_date_ms, sequence) of the last message already returned).
-        Returns (remaining matches, total matches for the query)."""
-        required = set(label_ids)
+        """Messages with after_ms <= internalDate < before_ms, carrying every one of `label_ids` and none
+        of `excluded_label_ids`, newest first, starting after `cursor` (the (internal_date_ms, sequence)
+        of the last message already returned). Returns (remaining matches, total matches for the query)."""
         with self._lock:
-            keys = self._order_keys
-            start = 0 if before_ms is None else bisect.bisect_left(keys, (-(before_ms - 1), -(1 << 62)))
-            stop = len(keys) if after_ms is None else bisect.bisect_right(keys, (-after_ms, 1 << 62))
-            stop = max(start, stop)
-            begin = start
-            if cursor is not None:
-                begin = max(start, bisect.bisect_right(keys, (-cursor[0], -cursor[1])))
-            matches = self._order[begin:stop]
-            total = stop - start
-            if required:
-                matches = [m for m in matches if required.issubset(m.label_ids)]
-                total = sum(1 for m in self._order[start:stop] if required.issubset(m.label_ids))
-        return matches, total
+            return self._messages.search(after_ms, before_ms, label_ids, cursor, excluded_label_ids)
+
+    def history(
+        self,
+        start_history_id: int,
+        history_types: Iterable[str] | None = None,
+        label_id: str | None = None,
+    ) -> list[HistoryRecord]:
+        """Records after `start_history_id`, oldest first, of the given types (any when None) and
+        touching `label_id` (any when None). Raises KeyError if `start_history_id` is expired."""
+        types = set(history_types) if history_types else None
+        with self._lock:
+            records = self._history.since(start_history_id)
+        if types is not None:
+            records = [record for record in records if record.types & types]
+        if label_id is not None:
+            records = [record for record in records if record.touches_label(label_id)]
+        return records
 
     def history_since(self, start_history_id: int) -> list[StoredMessage]:
-        """Messages added after `start_history_id`, oldest change first. Raises KeyError if expired."""
-        with self._lock:
-            if start_history_id < self._oldest_retained_history_id:
-                raise KeyError(start_history_id)
-            position = bisect.bisect_right(self._history_ids, start_history_id)
-            return self._history[position:]
+        """Messages added after `start_history_id`, oldest first (as added). KeyError if expired."""
+        return [record.message for record in self.history(start_history_id) if record.added]
 
     def expire_history_before(self, history_id: int) -> None:
-        """Simulate Gmail dropping old history: startHistoryId < history_id now answers 404."""
+        """Simulate Gmail dropping old history: startHistoryId < history_id now answers 404. Forks keep
+        as many of their newest records as this mailbox does."""
         with self._lock:
-            self._expire_locked(history_id)
+            self._history.expire_before(history_id)
+            kept = self._history_id - history_id
+            followers = list(self._followers)
+        for follower in followers:
+            follower.expire_history_before(follower.history_id - kept)
 
     def set_history_retention(self, records: int | None) -> None:
         """Keep only the last `records` history records (None = keep everything)."""
         with self._lock:
-            self._history_retention = records
+            self._history.retention = records
             if records is not None:
-                self._expire_locked(self._history_id - records)
+                self._history.expire_before(self._history_id - records)
 
-    def _expire_locked(self, history_id: int) -> None:
-        self._oldest_retained_history_id = max(self._oldest_retained_history_id, history_id)
+
+def _batch_ids(message_ids: Iterable[str]) -> list[str]:
+    ids = list(dict.fromkeys(message_ids))
+    if len(ids) > MAX_IDS_PER_BATCH:
+        raise ValueError(f"Too many ids: {len(ids)} (at most {MAX_IDS_PER_BATCH} per request)")
+    return ids
 
 
 def _message_id_for(raw: bytes, index: int) -> str:

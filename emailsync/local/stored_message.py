@@ -2,6 +2,8 @@
 tree, headers, attachments), computed lazily and cached because the server answers the same message
 many times."""
 
+from __future__ import annotations
+
 import base64
 import email
 import email.header
@@ -10,7 +12,7 @@ import email.utils
 import hashlib
 import html
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,68 +162,93 @@ def _payload_part(
 
 
 @dataclass(slots=True, eq=False)
+class MessageContent:
+    """The bytes of a message and everything derived from them, filled lazily; shared by every user's
+    copy of the message and by every label state of it (the bytes never change)."""
+
+    raw: bytes
+    parsed: email.message.Message | None = field(default=None, repr=False)
+    snippet: str | None = field(default=None, repr=False)
+    raw_b64: str | None = field(default=None, repr=False)
+    payload: dict[str, Any] | None = field(default=None, repr=False)
+    attachments: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # the server's JSON bodies without the per-user fields (labelIds, historyId)
+    render_cache: dict[Any, bytes] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class StoredMessage:
-    """One Gmail message. Immutable apart from the lazily filled caches (safe to share between copies)."""
+    """One Gmail message in one state: immutable. A label change makes a new StoredMessage (see
+    `with_labels`) sharing the content, so history records keep the state they describe."""
 
     id: str
     thread_id: str
-    raw: bytes
+    content: MessageContent
     internal_date_ms: int
-    history_id: int
+    history_id: int  # the last history record that changed this message
     sequence: int  # insertion order; breaks ties between equal internal dates
     label_ids: tuple[str, ...] = DEFAULT_LABEL_IDS
-    _parsed: email.message.Message | None = field(default=None, repr=False)
-    _snippet: str | None = field(default=None, repr=False)
-    _raw_b64: str | None = field(default=None, repr=False)
-    _payload: dict[str, Any] | None = field(default=None, repr=False)
-    _attachments: dict[str, bytes] = field(default_factory=dict, repr=False)
-    render_cache: dict[Any, bytes] = field(default_factory=dict, repr=False)  # the server's JSON bodies
+
+    def with_labels(self, label_ids: tuple[str, ...], history_id: int) -> StoredMessage:
+        return replace(self, label_ids=label_ids, history_id=history_id)
+
+    @property
+    def raw(self) -> bytes:
+        return self.content.raw
+
+    @property
+    def render_cache(self) -> dict[Any, bytes]:
+        return self.content.render_cache
 
     @property
     def parsed(self) -> email.message.Message:
-        if self._parsed is None:
-            self._parsed = email.message_from_bytes(self.raw)
-        return self._parsed
+        content = self.content
+        if content.parsed is None:
+            content.parsed = email.message_from_bytes(content.raw)
+        return content.parsed
 
     @property
     def snippet(self) -> str:
-        if self._snippet is None:
+        content = self.content
+        if content.snippet is None:
             try:
-                self._snippet = compute_snippet(self.parsed)
+                content.snippet = compute_snippet(self.parsed)
             except Exception:  # a snippet is cosmetic; a weird message must still be served
-                self._snippet = ""
-        return self._snippet
+                content.snippet = ""
+        return content.snippet
 
     @property
     def raw_b64(self) -> str:
-        if self._raw_b64 is None:
-            self._raw_b64 = b64url(self.raw)
-        return self._raw_b64
+        content = self.content
+        if content.raw_b64 is None:
+            content.raw_b64 = b64url(content.raw)
+        return content.raw_b64
 
     @property
     def payload(self) -> dict[str, Any]:
         """The `format=full` payload tree (partId, mimeType, filename, headers, body, parts)."""
-        if self._payload is None:
+        content = self.content
+        if content.payload is None:
             try:
-                self._payload = _payload_part(self.id, self.parsed, "", self._attachments)
+                content.payload = _payload_part(self.id, self.parsed, "", content.attachments)
             except Exception:  # never fail a get because of MIME damage: serve the headers only
-                self._payload = {
+                content.payload = {
                     "partId": "",
                     "mimeType": "text/plain",
                     "filename": "",
                     "headers": self.headers(),
-                    "body": {"size": len(self.raw)},
+                    "body": {"size": len(content.raw)},
                 }
-        return self._payload
+        return content.payload
 
     def attachment(self, attachment_id: str) -> bytes | None:
         """Decoded bytes of the attachment `payload` announced under `attachment_id` (None if unknown)."""
         _ = self.payload
-        return self._attachments.get(attachment_id)
+        return self.content.attachments.get(attachment_id)
 
     def headers(self) -> list[dict[str, str]]:
         return [{"name": name, "value": decode_header_value(value)} for name, value in self.parsed.items()]
 
     @property
     def size_estimate(self) -> int:
-        return len(self.raw)
+        return len(self.content.raw)

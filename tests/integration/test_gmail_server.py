@@ -445,7 +445,7 @@ def test_profile_reports_address_totals_and_current_history_id(gmail_server: Gma
     profile = gmail_service(gmail_server).users().getProfile(userId="me").execute()
 
     assert profile == {
-        "emailAddress": "me@example.com",
+        "emailAddress": "me+597480d4b6@example.com",  # the token's own user: stable, distinct per token
         "messagesTotal": 300,
         "threadsTotal": gmail_server.mailbox.thread_count,
         "historyId": str(gmail_server.mailbox.history_id),

@@ -51,20 +51,23 @@ def _header_map(lines: list[str]) -> dict[str, str]:
     return headers
 
 
-def _parse_batch_part(part: bytes) -> tuple[str | None, tuple[str, str, dict[str, str]] | None]:
-    """(Content-ID without angle brackets, (method, target, headers) of the embedded request)."""
+def _parse_batch_part(part: bytes) -> tuple[str | None, tuple[str, str, dict[str, str], bytes] | None]:
+    """(Content-ID without angle brackets, (method, target, headers, body) of the embedded request)."""
     part_lines, embedded = _split_head(part)
     part_headers = _header_map(part_lines)
     content_id = part_headers.get("content-id", "").strip()
     if content_id.startswith("<") and content_id.endswith(">"):
         content_id = content_id[1:-1]
-    request_lines, _ = _split_head(embedded.lstrip(b"\r\n"))
+    request_lines, request_body = _split_head(embedded.lstrip(b"\r\n"))
     if not request_lines or not request_lines[0].strip():
         return content_id or None, None
     request_line = request_lines[0].split()
     if len(request_line) < 2:
         return content_id or None, None
-    return content_id or None, (request_line[0].upper(), request_line[1], _header_map(request_lines[1:]))
+    request_headers = _header_map(request_lines[1:])
+    if (length := request_headers.get("content-length", "")).isdigit():
+        request_body = request_body[: int(length)]
+    return content_id or None, (request_line[0].upper(), request_line[1], request_headers, request_body)
 
 
 def _batch_part_bytes(boundary: str, response_id: str, response: ApiResponse) -> bytes:

@@ -8,6 +8,8 @@ from typing import Any
 
 from emailsync.local.gmail_server.query import _decode_token, _encode_token, _first, _page_size, parse_query
 from emailsync.local.gmail_server.responses import ApiResponse, _json, _not_found
+from emailsync.local.history import HISTORY_TYPES
+from emailsync.local.labels import SPAM, TRASH, search_label_id
 from emailsync.local.mailbox import Mailbox
 from emailsync.local.stored_message import StoredMessage, b64url
 
@@ -15,10 +17,10 @@ SUPPORTED_FORMATS = ("full", "metadata", "minimal", "raw")
 
 
 def _message_resource(message: StoredMessage, message_format: str, metadata_headers: tuple[str, ...]) -> dict:
+    """The Message resource without its per-user fields (labelIds, historyId: see `_with_user_fields`)."""
     resource: dict[str, Any] = {
         "id": message.id,
         "threadId": message.thread_id,
-        "labelIds": list(message.label_ids),
         "snippet": message.snippet,
     }
     if message_format == "full":
@@ -35,19 +37,47 @@ def _message_resource(message: StoredMessage, message_format: str, metadata_head
             "body": {"size": 0},
         }
     resource["sizeEstimate"] = message.size_estimate
-    resource["historyId"] = str(message.history_id)
     resource["internalDate"] = str(message.internal_date_ms)
     if message_format == "raw":
         resource["raw"] = message.raw_b64
     return resource
 
 
+def _with_user_fields(cached: bytes, message: StoredMessage) -> bytes:
+    """`cached` (a rendered resource minus its closing brace) + this user's labelIds and historyId."""
+    return b"".join(
+        (
+            cached,
+            b',"labelIds":',
+            _json(list(message.label_ids)),
+            b',"historyId":"',
+            str(message.history_id).encode("ascii"),
+            b'"}',
+        )
+    )
+
+
+def message_ref(message: StoredMessage) -> dict[str, Any]:
+    """What modify/trash/untrash/insert answer: the message's id, threadId and labelIds."""
+    return {"id": message.id, "threadId": message.thread_id, "labelIds": list(message.label_ids)}
+
+
+def _resolve_labels(mailbox: Mailbox, terms: list[str]) -> set[str]:
+    # a name no label has matches nothing, as in Gmail: keep an id no message carries
+    return {search_label_id(mailbox.labels, term) or f"unknown:{term}" for term in terms}
+
+
 def messages_list(mailbox: Mailbox, params: dict[str, list[str]]) -> ApiResponse:
     q = _first(params, "q")
     label_ids = sorted(params.get("labelIds", []))
-    after_ms, before_ms = parse_query(q)
+    include_spam_trash = _first(params, "includeSpamTrash").lower() == "true"
+    query = parse_query(q)
+    required = set(label_ids) | _resolve_labels(mailbox, query.labels)
+    excluded = _resolve_labels(mailbox, query.excluded_labels)
+    if not (include_spam_trash or query.anywhere):
+        excluded |= {SPAM, TRASH} - required  # Gmail leaves them out unless asked for
     page_size = _page_size(params)
-    fingerprint = hashlib.sha1(json.dumps([q, label_ids]).encode()).hexdigest()[:12]
+    fingerprint = hashlib.sha1(json.dumps([q, label_ids, include_spam_trash]).encode()).hexdigest()[:12]
     cursor: tuple[int, int] | None = None
     if page_token := _first(params, "pageToken"):
         decoded = _decode_token(page_token)
@@ -55,7 +85,11 @@ def messages_list(mailbox: Mailbox, params: dict[str, list[str]]) -> ApiResponse
             raise ValueError("Invalid pageToken: it belongs to a different query")
         cursor = (int(decoded["c"][0]), int(decoded["c"][1]))
     matches, total = mailbox.search(
-        after_ms=after_ms, before_ms=before_ms, label_ids=label_ids, cursor=cursor
+        after_ms=query.after_ms,
+        before_ms=query.before_ms,
+        label_ids=required,
+        cursor=cursor,
+        excluded_label_ids=excluded,
     )
     page = matches[:page_size]
     payload: dict[str, Any] = {}
@@ -79,11 +113,11 @@ def messages_get(mailbox: Mailbox, params: dict[str, list[str]], message_id: str
         raise ValueError(f"Invalid format {message_format!r}: expected one of {', '.join(SUPPORTED_FORMATS)}")
     metadata_headers = tuple(sorted({name.lower() for name in params.get("metadataHeaders", [])}))
     cache_key = (message_format, metadata_headers) if message_format == "metadata" else message_format
-    body = message.render_cache.get(cache_key)
-    if body is None:
-        body = _json(_message_resource(message, message_format, metadata_headers))
-        message.render_cache[cache_key] = body
-    return ApiResponse(status=200, body=body)
+    cached = message.render_cache.get(cache_key)
+    if cached is None:
+        cached = _json(_message_resource(message, message_format, metadata_headers))[:-1]
+        message.render_cache[cache_key] = cached
+    return ApiResponse(status=200, body=_with_user_fields(cached, message))
 
 
 def attachments_get(
@@ -100,6 +134,10 @@ def history_list(mailbox: Mailbox, params: dict[str, list[str]]) -> ApiResponse:
     raw_start = _first(params, "startHistoryId")
     if not raw_start:
         raise ValueError("Required parameter: startHistoryId")
+    history_types = frozenset(params.get("historyTypes", [])) or None
+    if unknown := sorted((history_types or set()) - set(HISTORY_TYPES)):
+        raise ValueError(f"Invalid historyTypes: {', '.join(unknown)}")
+    label_id = _first(params, "labelId") or None
     page_size = _page_size(params)
     current = mailbox.history_id
     try:
@@ -109,29 +147,14 @@ def history_list(mailbox: Mailbox, params: dict[str, list[str]]) -> ApiResponse:
             if decoded.get("s") != start:
                 raise ValueError("Invalid pageToken")
             start = int(decoded["h"])
-        changes = mailbox.history_since(start)
+        records = mailbox.history(start, history_types, label_id)
     except (KeyError, ValueError):  # expired, garbage or foreign → Gmail answers 404
         return _not_found()
-    page = changes[:page_size]
+    page = records[:page_size]
     payload: dict[str, Any] = {}
     if page:
-        payload["history"] = [
-            {
-                "id": str(message.history_id),
-                "messages": [{"id": message.id, "threadId": message.thread_id}],
-                "messagesAdded": [
-                    {
-                        "message": {
-                            "id": message.id,
-                            "threadId": message.thread_id,
-                            "labelIds": list(message.label_ids),
-                        }
-                    }
-                ],
-            }
-            for message in page
-        ]
-    if len(changes) > page_size:
+        payload["history"] = [record.resource(history_types) for record in page]
+    if len(records) > page_size:
         payload["nextPageToken"] = _encode_token({"s": int(raw_start), "h": page[-1].history_id})
     payload["historyId"] = str(current)
     return ApiResponse(status=200, body=_json(payload))

@@ -18,7 +18,7 @@ class ApiResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _json(payload: dict[str, Any]) -> bytes:
+def _json(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode("ascii")
 
 
@@ -26,6 +26,7 @@ _ERROR_STATUS_NAMES = {
     400: ("INVALID_ARGUMENT", "badRequest", "global"),
     401: ("UNAUTHENTICATED", "authError", "global"),
     404: ("NOT_FOUND", "notFound", "global"),
+    409: ("ALREADY_EXISTS", "duplicate", "global"),
     429: ("RESOURCE_EXHAUSTED", "rateLimitExceeded", "usageLimits"),
     500: ("INTERNAL", "backendError", "global"),
     503: ("UNAVAILABLE", "backendError", "global"),
@@ -48,3 +49,8 @@ def _unauthorized(message: str) -> ApiResponse:
 
 def _not_found() -> ApiResponse:
     return error_response(404, "Requested entity was not found.")
+
+
+def no_content() -> ApiResponse:
+    """What delete, batchDelete and batchModify answer: 204 with an empty body."""
+    return ApiResponse(status=204, body=b"")

@@ -7,13 +7,18 @@ This module holds the server (auth, quota charging, routing, stats); beside it: 
 The real google-api-python-client talks to it unchanged: build the service with
 `client_options={"api_endpoint": server.url}` and send batches to `server.url + "batch/gmail/v1"`.
 
-Served (paths as Google's):
-  GET  /gmail/v1/users/{userId}/messages              messages.list  (q after:/before:, maxResults, pageToken)
-  GET  /gmail/v1/users/{userId}/messages/{id}         messages.get   (format raw|full|metadata|minimal)
-  GET  /gmail/v1/users/{userId}/messages/{id}/attachments/{attachmentId}   messages.attachments.get
-  GET  /gmail/v1/users/{userId}/history               history.list   (startHistoryId, messageAdded only)
-  GET  /gmail/v1/users/{userId}/profile               users.getProfile
-  POST /batch/gmail/v1 (and /batch)                   multipart/mixed batch of the above, at most 100 parts
+Served (paths as Google's, under /gmail/v1/users/{userId}):
+  GET    messages                        messages.list (q, labelIds, includeSpamTrash, maxResults, pageToken)
+  POST   messages                        messages.insert ({"raw", "labelIds"}, internalDateSource)
+  GET    messages/{id}                   messages.get (format raw|full|metadata|minimal)
+  DELETE messages/{id}                   messages.delete
+  POST   messages/{id}/modify|trash|untrash          messages.modify / trash / untrash
+  POST   messages/batchModify|batchDelete            messages.batchModify / batchDelete
+  GET    messages/{id}/attachments/{attachmentId}    messages.attachments.get
+  GET    history                         history.list (startHistoryId, historyTypes, labelId)
+  GET    labels, labels/{id}             labels.list, labels.get;   POST labels: labels.create
+  GET    profile                         users.getProfile
+  POST /batch/gmail/v1 (and /batch)      multipart/mixed batch of the above, at most 100 parts
 
 Semantics worth knowing:
 - `after:`/`before:` take YYYY/MM/DD (UTC midnight — real Gmail uses the account's time zone) or epoch
@@ -22,7 +27,15 @@ Semantics worth knowing:
   second's worth, because Gmail enforces its per-user limit per second rather than per minute. A batch
   POST costs nothing itself; each part costs its method and may get its own 429 while the batch is 200,
   as Gmail does. `quota_units_per_second=None` or `0` disables the quota (raw-throughput benchmarks).
+- `q` terms: after:, before:, in:, label:, is:(un)read, is:(un)starred, is:important, category:, each
+  but the dates negatable with "-"; others → 400. SPAM and TRASH are left out unless includeSpamTrash,
+  in:anywhere, or the query names them.
 - Auth: any bearer token is accepted unless `revoke(token)`-ed; no token or a revoked one → 401.
+- Users (`users.py`): every bearer token is its own Gmail user with its own copy (fork) of the served
+  mailbox, made on first use, with a stable distinct emailAddress; `add_mailbox(token, mailbox)` serves a
+  given mailbox instead. `add_message(raw)` without a token delivers to every user forked from it.
+- History (`emailsync/local/history.py`): one record per change, contiguous ids; `history_retention=N`
+  keeps the newest N records per user, an older startHistoryId gets 404.
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel
 
 from emailsync.config import QuotaCosts
-from emailsync.local.gmail_server import resources
+from emailsync.local.gmail_server import label_resources, resources, writes
 from emailsync.local.gmail_server.batch import (
     _BOUNDARY,
     MAX_BATCH_PARTS,
@@ -61,14 +74,23 @@ from emailsync.local.gmail_server.responses import (
     _unauthorized,
     error_response,
 )
+from emailsync.local.gmail_server.users import UserChangeListener, Users
 from emailsync.local.mailbox import Mailbox
 
 _MESSAGES_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/?$")
 _MESSAGE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)$")
+_MESSAGE_ACTION_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/(modify|trash|untrash)$")
+_LABELS_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/labels/?$")
+_LABEL_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/labels/([^/]+)$")
 _ATTACHMENT_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/messages/([^/]+)/attachments/([^/]+)$")
 _HISTORY_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/history/?$")
 _PROFILE_PATH = re.compile(r"^/gmail/v1/users/([^/]+)/profile/?$")
 _BATCH_PATHS = ("/batch/gmail/v1", "/batch")
+_WRITE_ACTIONS = {
+    "modify": writes.messages_modify,
+    "trash": writes.messages_trash,
+    "untrash": writes.messages_untrash,
+}
 STATS_PATH = "/_stats"  # GET: ServerStats as JSON (admin, for out-of-process callers)
 
 
@@ -100,8 +122,9 @@ class GmailApiServer:
         *,
         seed: int | None = None,
         max_batch_parts: int = MAX_BATCH_PARTS,
+        history_retention: int | None = None,
     ) -> None:
-        self.mailbox = mailbox
+        self._users = Users(mailbox, history_retention)
         self.host = host
         self.port = port
         self.quota_units_per_second = quota_units_per_second or None
@@ -115,10 +138,19 @@ class GmailApiServer:
             "history.list": self.costs.history_list,
             "getProfile": self.costs.get_profile,
             "messages.attachments.get": self.costs.messages_get,  # Gmail charges it like messages.get
+            "messages.insert": self.costs.messages_insert,
+            "messages.modify": self.costs.messages_modify,
+            "messages.trash": self.costs.messages_trash,
+            "messages.untrash": self.costs.messages_untrash,
+            "messages.delete": self.costs.messages_delete,
+            "messages.batchModify": self.costs.messages_batch_modify,
+            "messages.batchDelete": self.costs.messages_batch_delete,
+            "labels.list": self.costs.labels_list,
+            "labels.get": self.costs.labels_get,
+            "labels.create": self.costs.labels_create,
         }
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._mailboxes: dict[str, Mailbox] = {}
         self._revoked: set[str] = set()
         self._buckets: dict[str, TokenBucket] = {}
         self._stats = ServerStats()
@@ -173,15 +205,35 @@ class GmailApiServer:
         return self.url + "batch/gmail/v1"
 
     # -------------------------------------------------------------------------------- control
+    @property
+    def mailbox(self) -> Mailbox:
+        """The served mailbox (the `--mbox`): every user's mailbox starts as a fork of it."""
+        return self._users.template
+
     def add_mailbox(self, token: str, mailbox: Mailbox) -> None:
-        """Serve `mailbox` to requests bearing `token` (other tokens get the default mailbox)."""
-        with self._lock:
-            self._mailboxes[token] = mailbox
+        """Serve `mailbox` itself to requests bearing `token` (instead of a fork of the served mailbox)."""
+        self._users.add_mailbox(token, mailbox)
 
     def mailbox_for(self, token: str | None) -> Mailbox:
-        if token is None:
-            return self.mailbox
-        return self._mailboxes.get(token, self.mailbox)
+        """The mailbox of the token's user, made on first use; None → the served mailbox."""
+        return self._users.mailbox_for(token)
+
+    def alias_token(self, token: str, user_token: str) -> None:
+        """`token` acts as `user_token`'s user from now on (e.g. an access token for its refresh token)."""
+        self._users.alias(token, user_token)
+
+    def user_of(self, token: str) -> str:
+        """The user key `token` acts for: itself unless aliased. Quota buckets are per token."""
+        return self._users.user_of(token)
+
+    def add_change_listener(self, listener: UserChangeListener) -> None:
+        """Call `listener(mailbox, history_id)` after every change of any user's mailbox, present or future
+        (outside the mailbox lock, on the thread that made the change)."""
+        self._users.add_change_listener(listener)
+
+    def set_history_retention(self, records: int | None) -> None:
+        """Keep the newest `records` history records of every user (None = all)."""
+        self._users.set_history_retention(records)
 
     def revoke(self, token: str) -> None:
         """From now on `token` gets 401 UNAUTHENTICATED, like a user who revoked access."""
@@ -189,19 +241,20 @@ class GmailApiServer:
             self._revoked.add(token)
 
     def add_message(self, raw: bytes, token: str | None = None, internal_date_ms: int | None = None) -> str:
-        """Deliver a new message to the token's mailbox (default mailbox if None); returns its id."""
+        """Deliver a new message to the token's mailbox; without a token, to the served mailbox and every
+        user forked from it. Returns its id."""
         return self.mailbox_for(token).add_message(raw, internal_date_ms=internal_date_ms)
 
     def expire_history_before(self, history_id: int, token: str | None = None) -> None:
-        """history.list with an older startHistoryId now answers 404 (token's mailbox, default if None)."""
+        """history.list with an older startHistoryId now answers 404 (token's mailbox; without a token the
+        served mailbox, and every user forked from it keeps as many newest records)."""
         self.mailbox_for(token).expire_history_before(history_id)
 
     def reset(self, mailbox: Mailbox | None = None) -> None:
-        """Back to a clean state: stats, revocations, quota buckets and extra mailboxes cleared."""
+        """Back to a clean state: stats, revocations, quota buckets and users cleared (change listeners
+        and the history retention stay)."""
+        self._users.reset(mailbox)
         with self._lock:
-            if mailbox is not None:
-                self.mailbox = mailbox
-            self._mailboxes.clear()
             self._revoked.clear()
             self._buckets.clear()
         self._open.set()
@@ -266,13 +319,15 @@ class GmailApiServer:
         path = urlsplit(target).path
         if method == "POST" and path.rstrip("/") in _BATCH_PATHS:
             return self._handle_batch(headers, body)
-        return self._handle_call(method, target, _bearer_token(headers.get("authorization")))
+        return self._handle_call(method, target, _bearer_token(headers.get("authorization")), body)
 
-    def _handle_call(self, http_method: str, target: str, token: str | None) -> ApiResponse:
+    def _handle_call(
+        self, http_method: str, target: str, token: str | None, body: bytes = b""
+    ) -> ApiResponse:
         split = urlsplit(target)
         path = unquote(split.path)
         params = parse_qs(split.query, keep_blank_values=True)
-        route = self._route(http_method, path)
+        route = self._route(http_method, path, body)
         if route is None:
             return self._record(None, error_response(404, f"Unknown method or path: {http_method} {path}"))
         api_method, handler, path_args = route
@@ -301,20 +356,39 @@ class GmailApiServer:
         return self._record(api_method, response)
 
     def _route(
-        self, http_method: str, path: str
-    ) -> tuple[str, Callable[..., ApiResponse], tuple[str, ...]] | None:
-        if http_method != "GET":
-            return None
-        if match := _MESSAGE_PATH.match(path):
-            return "messages.get", resources.messages_get, (match.group(2),)
-        if match := _ATTACHMENT_PATH.match(path):
-            return "messages.attachments.get", resources.attachments_get, (match.group(2), match.group(3))
-        if _MESSAGES_PATH.match(path):
-            return "messages.list", resources.messages_list, ()
-        if _HISTORY_PATH.match(path):
-            return "history.list", resources.history_list, ()
-        if _PROFILE_PATH.match(path):
-            return "getProfile", resources.get_profile, ()
+        self, http_method: str, path: str, body: bytes
+    ) -> tuple[str, Callable[..., ApiResponse], tuple[bytes | str, ...]] | None:
+        """(API method name, handler, arguments after (mailbox, params)). Writes take the body first."""
+        if http_method == "GET":
+            if match := _MESSAGE_PATH.match(path):
+                return "messages.get", resources.messages_get, (match.group(2),)
+            if match := _ATTACHMENT_PATH.match(path):
+                return "messages.attachments.get", resources.attachments_get, (match.group(2), match.group(3))
+            if _MESSAGES_PATH.match(path):
+                return "messages.list", resources.messages_list, ()
+            if _HISTORY_PATH.match(path):
+                return "history.list", resources.history_list, ()
+            if _PROFILE_PATH.match(path):
+                return "getProfile", resources.get_profile, ()
+            if _LABELS_PATH.match(path):
+                return "labels.list", label_resources.labels_list, ()
+            if match := _LABEL_PATH.match(path):
+                return "labels.get", label_resources.labels_get, (match.group(2),)
+        elif http_method == "POST":
+            if _MESSAGES_PATH.match(path):
+                return "messages.insert", writes.messages_insert, (body,)
+            if match := _MESSAGE_ACTION_PATH.match(path):
+                action = match.group(3)
+                return f"messages.{action}", _WRITE_ACTIONS[action], (body, match.group(2))
+            if match := _MESSAGE_PATH.match(path):
+                if match.group(2) == "batchModify":
+                    return "messages.batchModify", writes.messages_batch_modify, (body,)
+                if match.group(2) == "batchDelete":
+                    return "messages.batchDelete", writes.messages_batch_delete, (body,)
+            if _LABELS_PATH.match(path):
+                return "labels.create", label_resources.labels_create, (body,)
+        elif http_method == "DELETE" and (match := _MESSAGE_PATH.match(path)):
+            return "messages.delete", writes.messages_delete, (body, match.group(2))
         return None
 
     def _injected_failure(self) -> ApiResponse | None:
@@ -391,9 +465,9 @@ class GmailApiServer:
             if inner is None:
                 response = error_response(400, "Malformed batch part: expected an application/http request")
             else:
-                method, target, inner_headers = inner
+                method, target, inner_headers, inner_body = inner
                 token = _bearer_token(inner_headers.get("authorization")) or outer_token
-                response = self._handle_call(method, target, token)
+                response = self._handle_call(method, target, token, inner_body)
             response_id = f"response-{content_id}" if content_id else f"response-{index + 1}"
             chunks.append(_batch_part_bytes(boundary, response_id, response))
         chunks.append(f"--{boundary}--\r\n".encode("ascii"))
@@ -411,6 +485,7 @@ def run_gmail_server(
     fail_rate: float,
     latency_ms: int,
     shift_dates: bool = True,
+    history_retention: int | None = None,
 ) -> None:
     """`emailsync gmail-server`: serve `mbox` until Ctrl-C, printing the root URL."""
     mailbox = Mailbox.from_mbox(mbox, shift_dates=shift_dates)
@@ -420,6 +495,7 @@ def run_gmail_server(
         quota_units_per_second=quota_units_per_second,
         fail_rate=fail_rate,
         latency_ms=latency_ms,
+        history_retention=history_retention,
     )
     with server:
         quota = f"{quota_units_per_second:g} units/s per user" if quota_units_per_second else "unlimited"
