@@ -49,7 +49,7 @@ PROJECT = "omnibutler-mirror-model"
 DEFAULT_SEEDS = (1, 2)
 SOAK_SEEDS = int(os.environ.get("SOAK_SEEDS") or 0)
 CHANGES = 200
-HISTORY_RETENTION = 45  # records: a gap of more changes than this between two syncs expires history
+HISTORY_RETENTION = 30  # records: a gap of more changes than this between two syncs expires history
 LEASE_SECONDS = 2
 INITIAL_MESSAGES = 24
 KEEP_LABELS = ("UNREAD", "STARRED", "IMPORTANT", "INBOX", "CATEGORY_PROMOTIONS")
@@ -306,23 +306,29 @@ def test_after_random_gmail_changes_syncs_expiries_and_kills_firestore_mirrors_g
     )
     first_enriched: dict[str, Any] = {}
     syncs, kills, changes = [], 0, 0
-    while changes < CHANGES or not syncs or syncs[-1] != "completed":
-        burst = rng.randint(5, 60) if changes < CHANGES else 0
+    reconciles, forced_expiry = 0, False
+    while changes < CHANGES or not syncs or syncs[-1] == "killed":
+        burst = rng.randint(5, 45) if changes < CHANGES else 0
+        expiring = len(syncs) > syncs.count("killed") and not forced_expiry
+        if expiring:  # a gap longer than the history kept (some changes are no-ops): the next sync reconciles
+            burst, forced_expiry = 3 * HISTORY_RETENTION, True
         for _ in range(burst):
             model.change()
         changes += burst
         what = f"seed {seed} ({deleted_mail}), after {changes} changes, syncs {syncs}"
         log = tmp_path / "killed-syncs.log"
+        kill_now = not expiring and (syncs.count("killed") == 0 or rng.random() < 0.25)
         if (
             changes < CHANGES
-            and rng.random() < 0.3
+            and kill_now
             and run_and_kill(provider_user_id, child_environment, server, rng, log)
         ):
             kills += 1
             syncs.append("killed")
             continue
         summary = run_in_process(provider_user_id)
-        syncs.append("completed")
+        syncs.append("reconciled" if summary.reconciled else str(summary.mode))
+        reconciles += summary.reconciled
         expected = gmail.mirror_view()
         mirrored, enriched_at = stored_view(mirror_firestore, provider_user_id)
         assert mirrored == expected, (
@@ -336,4 +342,8 @@ def test_after_random_gmail_changes_syncs_expiries_and_kills_firestore_mirrors_g
         for message_id, stamp in enriched_at.items():
             first = first_enriched.setdefault(message_id, stamp)
             assert stamp == first, f"{what}: message {message_id} was enriched again"
-    assert changes >= CHANGES
+    assert changes >= CHANGES and reconciles >= 1, f"seed {seed}: {syncs}, {reconciles} reconciles"
+    print(
+        f"seed {seed} ({deleted_mail}): {changes} changes, syncs {syncs}, "
+        f"{kills} killed, {reconciles} reconciles"
+    )
