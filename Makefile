@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-unit test-integration test-browser bench lint fmt clean web browser-deps
+.PHONY: setup demo test test-unit test-integration test-browser bench soak lint fmt clean web browser-deps
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ test-browser: setup web browser-deps
 
 bench: setup
 	$(PY) -m bench.run
+
+# The mirror's model-based test over many seeds (make test runs a few): SOAK_SEEDS=200 make soak
+SOAK_SEEDS ?= 50
+soak: setup
+	SOAK_SEEDS=$(SOAK_SEEDS) $(PY) -m pytest -q -ra tests/integration/test_mirror_model.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
