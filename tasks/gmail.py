@@ -52,9 +52,10 @@ def list_history_changes(run: SyncRun, start_history_id: str) -> HistoryChanges:
 
 
 @task(name="list-mailbox-labels", cache_policy=NO_CACHE, **RETRY_POLICY)
-def list_mailbox_labels(run: SyncRun) -> dict[str, list[str]]:
-    """Every message of the mailbox's default listing with its labels (ids only, for a reconcile)."""
-    return _session(run).gmail.list_mailbox_labels()
+def list_mailbox_labels(run: SyncRun, after: datetime | None) -> dict[str, list[str]]:
+    """Every message of the mailbox's default listing (since `after`) with its labels, from id listings
+    alone (for a reconcile)."""
+    return _session(run).gmail.list_mailbox_labels(after)
 
 
 @task(name="read-stored-states", cache_policy=NO_CACHE, **RETRY_POLICY)
@@ -114,8 +115,8 @@ class PlanningTasks:
     def stored_states(self, ids: list[str]) -> dict[str, StoredState]:
         return read_stored_states(self.run, ids)
 
-    def list_mailbox(self) -> dict[str, list[str]]:
-        return list_mailbox_labels(self.run)
+    def list_mailbox(self, after: datetime | None) -> dict[str, list[str]]:
+        return list_mailbox_labels(self.run, after)
 
     def all_stored_states(self) -> dict[str, StoredState]:
         return read_all_stored_states(self.run)

@@ -53,7 +53,7 @@ COMPARE_AND_SET_JITTER_SECONDS = 0.02
 # The most results a vector query returns.
 MAX_NEAREST = 1000
 # The stored fields the mirror compares, and those an enrichment consists of.
-STATE_FIELDS = ("labelIds", "deletedAt", "enrichment")
+STATE_FIELDS = ("labelIds", "deletedAt", "enrichment", "internalDate")
 ENRICHMENT_FIELDS = ("summary", "tags", "embedding", "enrichment")
 # Enrichments of emails removed while in the trash or spam (EMAILSYNC_DELETED_MAIL=remove), so one that
 # comes back is not enriched again. Backend only: no rule lets a client read it.
@@ -177,6 +177,7 @@ def _stored_state(data: dict[str, Any]) -> StoredState:
         label_ids=list(data.get("labelIds") or []),
         enriched=bool(enrichment),
         deleted=data.get("deletedAt") is not None,
+        internal_date=data.get("internalDate"),
     )
 
 

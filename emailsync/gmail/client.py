@@ -244,7 +244,7 @@ class GmailClient:
         ]
 
     def list_ids_with_label(
-        self, label_id: str | None = None, *, include_spam_trash: bool = False
+        self, label_id: str | None = None, *, include_spam_trash: bool = False, after: datetime | None = None
     ) -> list[str]:
         """Every id `messages.list` gives (default set: no SPAM, no TRASH), optionally with one label;
         largest pages, so a reconcile reads 500 ids per call."""
@@ -256,6 +256,8 @@ class GmailClient:
                 params["labelIds"] = [label_id]
             if include_spam_trash:
                 params["includeSpamTrash"] = True
+            if after is not None:
+                params["q"] = f"after:{_epoch_seconds(after)}"
             if page_token:
                 params["pageToken"] = page_token
             data = self._call(self._messages.list(**params), self._costs.messages_list, "messages.list")
@@ -264,14 +266,14 @@ class GmailClient:
             if not page_token:
                 return ids
 
-    def list_mailbox_labels(self) -> dict[str, list[str]]:
+    def list_mailbox_labels(self, after: datetime | None = None) -> dict[str, list[str]]:
         """Every message of the default listing (no SPAM, no TRASH) with its labelIds, from id listings
         alone: the whole listing, then one listing per label (500 ids a call), never a `messages.get`."""
-        mailbox: dict[str, list[str]] = {message_id: [] for message_id in self.list_ids_with_label()}
+        mailbox: dict[str, list[str]] = {m: [] for m in self.list_ids_with_label(after=after)}
         for label in self.list_labels():
             if label.id in ("SPAM", "TRASH"):
                 continue
-            for message_id in self.list_ids_with_label(label.id):
+            for message_id in self.list_ids_with_label(label.id, after=after):
                 labels = mailbox.get(message_id)
                 if labels is not None:  # arrived after the whole listing: the next sync's history has it
                     labels.append(label.id)

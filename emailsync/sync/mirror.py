@@ -17,6 +17,7 @@ listing) and what Firestore holds for the touched ids in, `MirrorOps` out; the s
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -40,6 +41,7 @@ class StoredState(BaseModel):
     label_ids: list[str] = Field(default_factory=list)
     enriched: bool = False
     deleted: bool = False  # a tombstone (`deletedAt` set): not part of the mirror
+    internal_date: int | None = None  # epoch milliseconds
 
 
 class MirrorOps(BaseModel):
@@ -162,16 +164,21 @@ def history_steps(changes: HistoryChanges, stored: Mapping[str, StoredState]) ->
     return steps
 
 
-def reconcile_ops(mailbox: Mapping[str, list[str]], stored: Mapping[str, StoredState]) -> MirrorOps:
-    """After history expired: `mailbox` is every mirrored message id with its labels (a fresh listing).
-    Ghosts leave, missing messages are downloaded (or restored), labels are fixed; the rest is untouched."""
+def reconcile_ops(
+    mailbox: Mapping[str, list[str]], stored: Mapping[str, StoredState], *, since: datetime | None = None
+) -> MirrorOps:
+    """After history expired: `mailbox` is every mirrored message id with its labels (a fresh listing,
+    of the mail `since` a look-back bound when there is one). Ghosts leave, missing messages are
+    downloaded (or restored), labels are fixed; the rest is untouched."""
+    since_ms = int(since.timestamp() * 1000) if since is not None else None
     ops = MirrorOps()
     for message_id, labels in mailbox.items():
         state = stored.get(message_id)
         folded = FoldedMessage(message_id=message_id, label_ids=labels)
         ops.add(decide(folded, state))
     for message_id, state in stored.items():
-        if message_id not in mailbox and not state.deleted:
+        older = since_ms is not None and state.internal_date is not None and state.internal_date < since_ms
+        if message_id not in mailbox and not state.deleted and not older:
             ops.leave[message_id] = None
     return ops
 

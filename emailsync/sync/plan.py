@@ -57,7 +57,7 @@ class PlanningCalls(Protocol):
 
     def stored_states(self, ids: list[str]) -> dict[str, StoredState]: ...
 
-    def list_mailbox(self) -> dict[str, list[str]]: ...
+    def list_mailbox(self, after: datetime | None) -> dict[str, list[str]]: ...
 
     def all_stored_states(self) -> dict[str, StoredState]: ...
 
@@ -185,7 +185,8 @@ def choose_plan(
     """Incremental, backfill, or reconcile after expired history; moves the run to in_progress."""
     state = run.state
     if state is not None and state.backfill_completed and state.last_history_id:
-        plan = _history_plan(run, calls, state.last_history_id, batch_size=batch_size)
+        bound = lookback_bound(now or datetime.now(UTC), lookback_weeks)
+        plan = _history_plan(run, calls, state.last_history_id, batch_size=batch_size, bound=bound)
         run.start(plan.mode, plan.operations)
         if plan.downloads:  # an idle user costs one history call, not a model load
             calls.warm_up_enricher()
@@ -199,14 +200,14 @@ def catch_up_plan(run: SyncRun, calls: PlanningCalls, done: SyncPlan) -> SyncPla
     it began), so the sync ends with the mirror equal to Gmail. None when nothing follows."""
     if not isinstance(done, BackfillPlan) or done.cursor is None:
         return None
-    plan = _history_plan(run, calls, done.start_history_id, batch_size=done.batch_size)
+    plan = _history_plan(run, calls, done.start_history_id, batch_size=done.batch_size, bound=done.bound)
     if plan.downloads:
         calls.warm_up_enricher()
     return plan
 
 
 def _history_plan(
-    run: SyncRun, calls: PlanningCalls, start_history_id: str, *, batch_size: int
+    run: SyncRun, calls: PlanningCalls, start_history_id: str, *, batch_size: int, bound: datetime | None
 ) -> IncrementalPlan:
     try:
         changes = calls.list_history(start_history_id)
@@ -215,16 +216,17 @@ def _history_plan(
             "history of %s expired (%s): reconciling with the mailbox", run.provider_user_id, exc
         )
         run.summary.fell_back_to_backfill = run.summary.reconciled = True
-        return _reconcile_plan(calls, batch_size=batch_size)
+        return _reconcile_plan(calls, batch_size=batch_size, bound=bound)
     touched = list(dict.fromkeys(change.message_id for change in changes.changes))
     stored = calls.stored_states(touched) if touched else {}
     return IncrementalPlan(history_steps(changes, stored), changes.history_id, batch_size=batch_size)
 
 
-def _reconcile_plan(calls: PlanningCalls, *, batch_size: int) -> ReconcilePlan:
+def _reconcile_plan(calls: PlanningCalls, *, batch_size: int, bound: datetime | None) -> ReconcilePlan:
     # Changes made during the listing are in the history after this profile: the next sync applies them.
     profile = calls.read_profile()
-    ops = reconcile_ops(calls.list_mailbox(), calls.all_stored_states())
+    # With a look-back bound the mirror is the mail since that bound: older stored mail is no ghost.
+    ops = reconcile_ops(calls.list_mailbox(bound), calls.all_stored_states(), since=bound)
     return ReconcilePlan([MirrorStep(ops=ops)], profile.history_id, batch_size=batch_size)
 
 

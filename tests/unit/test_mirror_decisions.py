@@ -3,6 +3,8 @@ operations on the stored emails out."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from emailsync.gmail.types import HistoryChange, HistoryChanges, HistoryPage
 from emailsync.sync.mirror import (
     MAX_OPS_PER_BATCH,
@@ -201,3 +203,14 @@ def test_a_history_page_is_read_from_googles_json_shape():
     assert page.changes[2].label_ids is None
     assert page.resume_history_id == "103"  # more pages follow: resume after its last record
     assert HistoryPage.from_api({"historyId": "120"}, "100").resume_history_id == "120"
+
+
+def test_with_a_look_back_bound_a_reconcile_leaves_older_stored_mail_alone():
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    old_ms = int((since - timedelta(days=3)).timestamp() * 1000)
+    new_ms = int((since + timedelta(days=3)).timestamp() * 1000)
+    stored = {
+        "older": StoredState(label_ids=["INBOX"], enriched=True, internal_date=old_ms),
+        "ghost": StoredState(label_ids=["INBOX"], enriched=True, internal_date=new_ms),
+    }
+    assert reconcile_ops({}, stored, since=since) == MirrorOps(leave={"ghost": None})

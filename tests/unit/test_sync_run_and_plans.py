@@ -211,7 +211,7 @@ class FakeCalls:
         self.calls.append("stored")
         return {i: self.stored[i] for i in ids if i in self.stored}
 
-    def list_mailbox(self) -> dict[str, list[str]]:
+    def list_mailbox(self, after: datetime | None) -> dict[str, list[str]]:
         self.calls.append("mailbox")
         return self.mailbox
 
