@@ -49,7 +49,7 @@ PROJECT = "omnibutler-mirror-model"
 DEFAULT_SEEDS = (1, 2)
 SOAK_SEEDS = int(os.environ.get("SOAK_SEEDS") or 0)
 CHANGES = 200
-HISTORY_RETENTION = 30  # records: a gap of more changes than this between two syncs expires history
+HISTORY_RETENTION = 60  # records: a gap of more changes than this between two syncs expires history
 LEASE_SECONDS = 2
 INITIAL_MESSAGES = 24
 KEEP_LABELS = ("UNREAD", "STARRED", "IMPORTANT", "INBOX", "CATEGORY_PROMOTIONS")
@@ -308,13 +308,15 @@ def test_after_random_gmail_changes_syncs_expiries_and_kills_firestore_mirrors_g
     syncs, kills, changes = [], 0, 0
     reconciles, forced_expiry = 0, False
     while changes < CHANGES or not syncs or syncs[-1] == "killed":
-        burst = rng.randint(5, 45) if changes < CHANGES else 0
-        expiring = len(syncs) > syncs.count("killed") and not forced_expiry
-        if expiring:  # a gap longer than the history kept (some changes are no-ops): the next sync reconciles
-            burst, forced_expiry = 3 * HISTORY_RETENTION, True
+        burst = rng.randint(10, 50) if changes < CHANGES else 0
         for _ in range(burst):
             model.change()
         changes += burst
+        expiring = len(syncs) > syncs.count("killed") and not forced_expiry
+        if expiring:  # besides gaps longer than the history kept: the next sync must reconcile
+            mailbox_of_user = server.mailbox_for(token)
+            server.expire_history_before(mailbox_of_user.history_id + 1, token)
+            forced_expiry = True
         what = f"seed {seed} ({deleted_mail}), after {changes} changes, syncs {syncs}"
         log = tmp_path / "killed-syncs.log"
         kill_now = not expiring and (syncs.count("killed") == 0 or rng.random() < 0.25)
