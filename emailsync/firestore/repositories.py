@@ -165,6 +165,8 @@ class FamilyRepository(_Repository):
 def email_to_document(record: EmailRecord) -> dict[str, Any]:
     """The stored form of an email: camelCase fields, `embedding` as a Firestore Vector, `syncedAt` now."""
     data = record.to_firestore()
+    if record.enrichment is not None:
+        data["enrichment"] = record.enrichment.to_firestore(exclude_none=True)
     if record.embedding is not None:
         data["embedding"] = Vector(record.embedding)
     data["syncedAt"] = firestore.SERVER_TIMESTAMP
