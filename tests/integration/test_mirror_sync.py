@@ -145,3 +145,34 @@ def test_with_deleted_mail_kept_a_trashed_message_is_a_tombstone_out_of_search_a
     restored = documents(firestore_client)[trashed]
     assert restored["deletedAt"] is None and restored["enrichment"] == before[trashed]["enrichment"]
     assert sorted(restored["labelIds"]) == sorted(mailbox.get(trashed).label_ids)
+
+
+def test_the_client_reads_every_history_record_type_and_lists_labels_without_a_messages_get(sample_mailbox):
+    from emailsync.config import Settings
+    from emailsync.gmail.client import GmailClient
+    from emailsync.models import ProviderCredentials
+
+    with GmailApiServer(sample_mailbox, quota_units_per_second=None) as server:
+        client = GmailClient(ProviderCredentials(token=TOKEN), Settings(gmail_api_endpoint=server.url))
+        start = client.get_profile().history_id
+        mailbox = server.mailbox_for(TOKEN)
+        first, second, third = [message.id for message in mailbox.newest_first()[:3]]
+        mailbox.modify(first, add=["STARRED"], remove=["UNREAD"])
+        mailbox.delete(second)
+        mailbox.trash(third)
+        added = mailbox.insert_message(b"Subject: hello\n\nhi", ["INBOX", "UNREAD"])
+
+        changes = client.list_history(start).changes
+
+        assert [(c.kind, c.message_id) for c in changes] == [
+            ("labelAdded", first),
+            ("labelRemoved", first),
+            ("messageDeleted", second),
+            ("labelAdded", third),
+            ("messageAdded", added.id),
+        ]
+        assert changes[0].changed_label_ids == ["STARRED"] and "STARRED" in (changes[0].label_ids or [])
+        server.reset_stats()
+        listing = client.list_mailbox_labels()
+        assert {i: sorted(labels) for i, labels in listing.items()} == gmail_default_listing(mailbox)
+        assert "messages.get" not in server.stats.requests_by_method
