@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.firestore",
     "tests.fixtures.auth",
     "tests.fixtures.gmail",
+    "tests.fixtures.gmail_contract",
     "tests.fixtures.prefect",
 ]

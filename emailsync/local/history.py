@@ -25,6 +25,15 @@ ChangeListener = Callable[[int], None]
 _log = logging.getLogger(__name__)
 
 
+def message_summary(message: StoredMessage) -> dict[str, Any]:
+    """{id, threadId, labelIds}: a message as history records and label changes show it (no labelIds
+    field when it has no label, as Gmail leaves empty lists out)."""
+    summary: dict[str, Any] = {"id": message.id, "threadId": message.thread_id}
+    if message.label_ids:
+        summary["labelIds"] = list(message.label_ids)
+    return summary
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryRecord:
     """One change. `message` is the message as it was right after the change (labels included)."""
@@ -60,7 +69,7 @@ class HistoryRecord:
     def resource(self, history_types: frozenset[str] | None = None) -> dict[str, Any]:
         """The History resource; with `history_types`, only those typed lists."""
         message = self.message
-        ref = {"id": message.id, "threadId": message.thread_id, "labelIds": list(message.label_ids)}
+        ref = message_summary(message)
         record: dict[str, Any] = {
             "id": str(self.history_id),
             "messages": [{"id": message.id, "threadId": message.thread_id}],

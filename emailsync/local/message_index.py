@@ -21,6 +21,7 @@ class MessageIndex:
         self._order: list[StoredMessage] = []  # newest first
         self._keys: list[tuple[int, int]] = []
         self._thread_sizes: Counter[str] = Counter()
+        self._label_sizes: Counter[str] = Counter()  # messages per label: skips filters nothing can match
 
     def copy(self) -> MessageIndex:
         clone = MessageIndex()
@@ -28,6 +29,7 @@ class MessageIndex:
         clone._order = list(self._order)
         clone._keys = list(self._keys)
         clone._thread_sizes = Counter(self._thread_sizes)
+        clone._label_sizes = Counter(self._label_sizes)
         return clone
 
     def __len__(self) -> int:
@@ -47,10 +49,13 @@ class MessageIndex:
         self._order.insert(position, message)
         self.by_id[message.id] = message
         self._thread_sizes[message.thread_id] += 1
+        self._label_sizes.update(message.label_ids)
 
     def replace(self, message: StoredMessage) -> None:
         """Put `message` in the place of the message with its id (same date and sequence)."""
         self._order[bisect.bisect_left(self._keys, _order_key(message))] = message
+        self._label_sizes.subtract(self.by_id[message.id].label_ids)
+        self._label_sizes.update(message.label_ids)
         self.by_id[message.id] = message
 
     def remove(self, message: StoredMessage) -> None:
@@ -61,6 +66,7 @@ class MessageIndex:
         self._thread_sizes[message.thread_id] -= 1
         if self._thread_sizes[message.thread_id] <= 0:
             del self._thread_sizes[message.thread_id]
+        self._label_sizes.subtract(message.label_ids)
 
     def search(
         self,
@@ -71,7 +77,10 @@ class MessageIndex:
         excluded_label_ids: Iterable[str],
     ) -> tuple[list[StoredMessage], int]:
         """See `Mailbox.search`."""
-        required, excluded = set(label_ids), set(excluded_label_ids)
+        required = set(label_ids)
+        excluded = {label for label in excluded_label_ids if self._label_sizes[label] > 0}
+        if any(self._label_sizes[label] <= 0 for label in required):
+            return [], 0
         keys = self._keys
         start = 0 if before_ms is None else bisect.bisect_left(keys, (-(before_ms - 1), -(1 << 62)))
         stop = len(keys) if after_ms is None else bisect.bisect_right(keys, (-after_ms, 1 << 62))

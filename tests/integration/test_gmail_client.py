@@ -21,7 +21,8 @@ from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import INITIAL_HISTORY_ID, Mailbox
 from emailsync.models import ProviderCredentials
 
-pytestmark = pytest.mark.integration
+# every response a test gets from `gmail_server` must also keep Google's contract (discovery document)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("gmail_server_keeps_contract")]
 
 NEW_MESSAGE = b"From: new@example.com\r\nTo: me@example.com\r\nSubject: fresh %d\r\n\r\nhello\r\n"
 

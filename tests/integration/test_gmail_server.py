@@ -20,7 +20,8 @@ from emailsync.local.gmail_server.quota import QuotaExceeded, TokenBucket
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 
-pytestmark = pytest.mark.integration
+# every response a test gets from `gmail_server` must also keep Google's contract (discovery document)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("gmail_server_keeps_contract")]
 
 TOKEN = "test-access-token"
 NEW_MESSAGE = (

@@ -44,22 +44,10 @@ def _message_resource(message: StoredMessage, message_format: str, metadata_head
 
 
 def _with_user_fields(cached: bytes, message: StoredMessage) -> bytes:
-    """`cached` (a rendered resource minus its closing brace) + this user's labelIds and historyId."""
-    return b"".join(
-        (
-            cached,
-            b',"labelIds":',
-            _json(list(message.label_ids)),
-            b',"historyId":"',
-            str(message.history_id).encode("ascii"),
-            b'"}',
-        )
-    )
-
-
-def message_ref(message: StoredMessage) -> dict[str, Any]:
-    """What modify/trash/untrash/insert answer: the message's id, threadId and labelIds."""
-    return {"id": message.id, "threadId": message.thread_id, "labelIds": list(message.label_ids)}
+    """`cached` (a rendered resource minus its closing brace) + this user's labelIds and historyId.
+    Like Gmail, a message without labels has no labelIds field at all."""
+    labels = b',"labelIds":' + _json(list(message.label_ids)) if message.label_ids else b""
+    return b"".join((cached, labels, b',"historyId":"', str(message.history_id).encode("ascii"), b'"}'))
 
 
 def _resolve_labels(mailbox: Mailbox, terms: list[str]) -> set[str]:

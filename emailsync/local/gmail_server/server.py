@@ -48,7 +48,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -222,9 +222,9 @@ class GmailApiServer:
         """`token` acts as `user_token`'s user from now on (e.g. an access token for its refresh token)."""
         self._users.alias(token, user_token)
 
-    def user_of(self, token: str) -> str:
-        """The user key `token` acts for: itself unless aliased. Quota buckets are per token."""
-        return self._users.user_of(token)
+    def user_key(self, token: str) -> str:
+        """The user key `token` acts for: itself unless aliased (quota buckets are per user)."""
+        return self._users.user_key(token)
 
     def add_change_listener(self, listener: UserChangeListener) -> None:
         """Call `listener(mailbox, history_id)` after every change of any user's mailbox, present or future
@@ -240,10 +240,18 @@ class GmailApiServer:
         with self._lock:
             self._revoked.add(token)
 
-    def add_message(self, raw: bytes, token: str | None = None, internal_date_ms: int | None = None) -> str:
-        """Deliver a new message to the token's mailbox; without a token, to the served mailbox and every
-        user forked from it. Returns its id."""
-        return self.mailbox_for(token).add_message(raw, internal_date_ms=internal_date_ms)
+    def add_message(
+        self,
+        raw: bytes,
+        token: str | None = None,
+        internal_date_ms: int | None = None,
+        label_ids: Iterable[str] | None = None,
+    ) -> str:
+        """Deliver a new message (labels default to INBOX + UNREAD) to the token's mailbox; without a
+        token, to the served mailbox and every user forked from it. Returns its id."""
+        return self.mailbox_for(token).add_message(
+            raw, internal_date_ms=internal_date_ms, label_ids=label_ids
+        )
 
     def expire_history_before(self, history_id: int, token: str | None = None) -> None:
         """history.list with an older startHistoryId now answers 404 (token's mailbox; without a token the
@@ -409,9 +417,10 @@ class GmailApiServer:
         cost = self._method_costs[api_method]
         with self._lock:
             if rate:
-                bucket = self._buckets.get(token)
+                user = self._users.user_key(token)  # Gmail's quota is per user, whichever token
+                bucket = self._buckets.get(user)
                 if bucket is None:
-                    bucket = self._buckets[token] = TokenBucket(rate)
+                    bucket = self._buckets[user] = TokenBucket(rate)
                 bucket.take(cost)
             self._stats.quota_units += cost
 

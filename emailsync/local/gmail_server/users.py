@@ -53,14 +53,17 @@ class Users:
                 self._watch(mailbox)
             return mailbox
 
-    def user_of(self, token: str) -> str:
+    def user_key(self, token: str) -> str:
         """The user key a token acts for (itself unless aliased)."""
         with self._lock:
             return self._user_of_token.get(token, token)
 
     def add_mailbox(self, token: str, mailbox: Mailbox) -> None:
         with self._lock:
-            self._by_user[self._user_of_token.get(token, token)] = mailbox
+            user = self._user_of_token.get(token, token)
+            if (replaced := self._by_user.get(user)) is not None and replaced is not mailbox:
+                self._forget(replaced)
+            self._by_user[user] = mailbox
             self._watch(mailbox)
 
     def alias(self, token: str, user_token: str) -> None:
@@ -75,10 +78,8 @@ class Users:
     def reset(self, template: Mailbox | None = None) -> None:
         """Forget every user and alias (listeners stay); optionally serve a new template."""
         with self._lock:
-            for mailbox, listener in self._watched.values():  # a forgotten user hears nothing more
-                mailbox.remove_change_listener(listener)
-                self.template.unfork(mailbox)
-            self._watched.clear()
+            for mailbox, _ in list(self._watched.values()):
+                self._forget(mailbox)
             self._by_user.clear()
             self._user_of_token.clear()
             if template is not None:
@@ -101,6 +102,12 @@ class Users:
             listener = functools.partial(self._changed, mailbox)
             self._watched[id(mailbox)] = (mailbox, listener)
             mailbox.add_change_listener(listener)
+
+    def _forget(self, mailbox: Mailbox) -> None:
+        """A mailbox no user has any more: no deliveries from the template, no listener calls."""
+        if (watched := self._watched.pop(id(mailbox), None)) is not None:
+            mailbox.remove_change_listener(watched[1])
+        self.template.unfork(mailbox)
 
     def _changed(self, mailbox: Mailbox, history_id: int) -> None:
         with self._lock:

@@ -1,6 +1,7 @@
 """Gmail's message writes: insert, modify, batchModify, trash, untrash, delete, batchDelete.
 
-Each takes the JSON request body (bytes) after the query parameters; bad input is a ValueError (400)."""
+Each takes the JSON request body (bytes) after the query parameters; bad input is a ValueError (400).
+A single-message write answers with the message's id, threadId and labelIds, as Gmail's do."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import email.utils
 from typing import Any
 
 from emailsync.local.gmail_server.query import _first, json_body
-from emailsync.local.gmail_server.resources import message_ref
 from emailsync.local.gmail_server.responses import ApiResponse, _json, _not_found, no_content
+from emailsync.local.history import message_summary
 from emailsync.local.mailbox import Mailbox
 
 _INTERNAL_DATE_SOURCES = ("receivedTime", "dateHeader")
@@ -52,7 +53,7 @@ def messages_insert(mailbox: Mailbox, params: dict[str, list[str]], body: bytes)
         raise ValueError(f"Invalid internalDateSource: {source}")
     internal_date_ms = _date_header_ms(raw) if source == "dateHeader" else None
     message = mailbox.insert_message(raw, _string_list(payload, "labelIds"), internal_date_ms)
-    return ApiResponse(status=200, body=_json(message_ref(message)))
+    return ApiResponse(status=200, body=_json(message_summary(message)))
 
 
 def messages_modify(
@@ -64,7 +65,7 @@ def messages_modify(
         message = mailbox.modify(message_id, add, remove)
     except KeyError:
         return _not_found()
-    return ApiResponse(status=200, body=_json(message_ref(message)))
+    return ApiResponse(status=200, body=_json(message_summary(message)))
 
 
 def messages_batch_modify(mailbox: Mailbox, params: dict[str, list[str]], body: bytes) -> ApiResponse:
@@ -81,7 +82,7 @@ def messages_trash(
         message = mailbox.trash(message_id)
     except KeyError:
         return _not_found()
-    return ApiResponse(status=200, body=_json(message_ref(message)))
+    return ApiResponse(status=200, body=_json(message_summary(message)))
 
 
 def messages_untrash(
@@ -91,7 +92,7 @@ def messages_untrash(
         message = mailbox.untrash(message_id)
     except KeyError:
         return _not_found()
-    return ApiResponse(status=200, body=_json(message_ref(message)))
+    return ApiResponse(status=200, body=_json(message_summary(message)))
 
 
 def messages_delete(
