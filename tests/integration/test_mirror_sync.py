@@ -176,3 +176,17 @@ def test_the_client_reads_every_history_record_type_and_lists_labels_without_a_m
         listing = client.list_mailbox_labels()
         assert {i: sorted(labels) for i, labels in listing.items()} == gmail_default_listing(mailbox)
         assert "messages.get" not in server.stats.requests_by_method
+
+
+def test_last_history_id_only_ever_moves_forward(firestore_client):
+    from emailsync.firestore.repositories import SyncStateRepository
+
+    states = SyncStateRepository(firestore_client)
+    states.set_last_history_id(PROVIDER_USER, "500")
+    states.set_last_history_id(PROVIDER_USER, "400")
+    assert states.get(PROVIDER_USER).last_history_id == "500"
+    assert states.acquire_lease(PROVIDER_USER, "sync-1", "worker", 60)
+    assert states.checkpoint(PROVIDER_USER, "sync-1", None, 60, history_id="450")
+    assert states.get(PROVIDER_USER).last_history_id == "500"
+    assert states.checkpoint(PROVIDER_USER, "sync-1", None, 60, history_id="600")
+    assert states.get(PROVIDER_USER).last_history_id == "600"
