@@ -58,6 +58,12 @@ def list_mailbox_labels(run: SyncRun, after: datetime | None) -> dict[str, list[
     return _session(run).gmail.list_mailbox_labels(after)
 
 
+@task(name="list-trash-and-spam", cache_policy=NO_CACHE, **RETRY_POLICY)
+def list_trash_and_spam(run: SyncRun, after: datetime | None) -> set[str]:
+    """Ids in the trash or spam (since `after`): a reconcile's ghosts that may still come back."""
+    return _session(run).gmail.list_trash_and_spam_ids(after)
+
+
 @task(name="read-stored-states", cache_policy=NO_CACHE, **RETRY_POLICY)
 def read_stored_states(run: SyncRun, ids: list[str]) -> dict[str, StoredState]:
     """Labels, enrichment and tombstone of the stored emails among `ids`."""
@@ -120,6 +126,9 @@ class PlanningTasks:
 
     def all_stored_states(self) -> dict[str, StoredState]:
         return read_all_stored_states(self.run)
+
+    def list_trash_and_spam(self, after: datetime | None) -> set[str]:
+        return list_trash_and_spam(self.run, after)
 
     def warm_up_enricher(self) -> None:
         warm_up_enricher.submit(_session(self.run).enricher)

@@ -279,6 +279,14 @@ class GmailClient:
                     labels.append(label.id)
         return mailbox
 
+    def list_trash_and_spam_ids(self, after: datetime | None = None) -> set[str]:
+        """Ids of the messages in the trash or spam: out of the mirror, but not deleted (yet)."""
+        return {
+            message_id
+            for label_id in ("TRASH", "SPAM")
+            for message_id in self.list_ids_with_label(label_id, include_spam_trash=True, after=after)
+        }
+
     def get_messages(self, ids: list[str]) -> list[GmailMessage]:
         """Fetch messages (format=raw) in paced, adaptive batches; result in the order of `ids`.
 

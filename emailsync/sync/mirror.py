@@ -165,11 +165,16 @@ def history_steps(changes: HistoryChanges, stored: Mapping[str, StoredState]) ->
 
 
 def reconcile_ops(
-    mailbox: Mapping[str, list[str]], stored: Mapping[str, StoredState], *, since: datetime | None = None
+    mailbox: Mapping[str, list[str]],
+    stored: Mapping[str, StoredState],
+    *,
+    since: datetime | None = None,
+    trash_and_spam: set[str] | frozenset[str] = frozenset(),
 ) -> MirrorOps:
     """After history expired: `mailbox` is every mirrored message id with its labels (a fresh listing,
-    of the mail `since` a look-back bound when there is one). Ghosts leave, missing messages are
-    downloaded (or restored), labels are fixed; the rest is untouched."""
+    of the mail `since` a look-back bound when there is one). Ghosts leave (those in `trash_and_spam`
+    may come back; the others were deleted for good), missing messages are downloaded (or restored),
+    labels are fixed; the rest is untouched."""
     since_ms = int(since.timestamp() * 1000) if since is not None else None
     ops = MirrorOps()
     for message_id, labels in mailbox.items():
@@ -178,8 +183,13 @@ def reconcile_ops(
         ops.add(decide(folded, state))
     for message_id, state in stored.items():
         older = since_ms is not None and state.internal_date is not None and state.internal_date < since_ms
-        if message_id not in mailbox and not state.deleted and not older:
-            ops.leave[message_id] = None
+        if message_id in mailbox or older:
+            continue
+        if message_id in trash_and_spam:
+            if not state.deleted:
+                ops.leave[message_id] = None
+        else:
+            ops.delete.append(message_id)  # deleted for good: its tombstone or kept enrichment goes too
     return ops
 
 

@@ -61,6 +61,8 @@ class PlanningCalls(Protocol):
 
     def all_stored_states(self) -> dict[str, StoredState]: ...
 
+    def list_trash_and_spam(self, after: datetime | None) -> set[str]: ...
+
     def estimate_messages_since(self, bound: datetime) -> int: ...
 
     def find_backfill_start(
@@ -226,7 +228,10 @@ def _reconcile_plan(calls: PlanningCalls, *, batch_size: int, bound: datetime | 
     # Changes made during the listing are in the history after this profile: the next sync applies them.
     profile = calls.read_profile()
     # With a look-back bound the mirror is the mail since that bound: older stored mail is no ghost.
-    ops = reconcile_ops(calls.list_mailbox(bound), calls.all_stored_states(), since=bound)
+    mailbox, stored = calls.list_mailbox(bound), calls.all_stored_states()
+    ghosts = [i for i, state in stored.items() if i not in mailbox]
+    outside = calls.list_trash_and_spam(bound) if ghosts else set()
+    ops = reconcile_ops(mailbox, stored, since=bound, trash_and_spam=outside)
     return ReconcilePlan([MirrorStep(ops=ops)], profile.history_id, batch_size=batch_size)
 
 

@@ -163,12 +163,22 @@ def test_a_reconcile_removes_ghosts_downloads_only_missing_mail_and_fixes_labels
         "half-stored": ["INBOX"],
         "new": [],
     }
-    ops = reconcile_ops(mailbox, stored)
+    ops = reconcile_ops(mailbox, stored, trash_and_spam={"ghost", "old-tombstone"})
     assert ops == MirrorOps(
         fetch=["half-stored", "new"],
         set_labels={"relabelled": ["INBOX"], "back": ["INBOX"]},
         leave={"ghost": None},
     )
+
+
+def test_a_reconcile_deletes_for_good_the_ghosts_that_are_not_in_the_trash_or_spam_either():
+    stored = {
+        "trashed": enriched("INBOX"),
+        "deleted": enriched("INBOX"),
+        "deleted-tombstone": enriched(deleted=True),
+    }
+    ops = reconcile_ops({}, stored, trash_and_spam={"trashed"})
+    assert ops == MirrorOps(leave={"trashed": None}, delete=["deleted", "deleted-tombstone"])
 
 
 def test_a_history_page_is_read_from_googles_json_shape():
@@ -213,4 +223,6 @@ def test_with_a_look_back_bound_a_reconcile_leaves_older_stored_mail_alone():
         "older": StoredState(label_ids=["INBOX"], enriched=True, internal_date=old_ms),
         "ghost": StoredState(label_ids=["INBOX"], enriched=True, internal_date=new_ms),
     }
-    assert reconcile_ops({}, stored, since=since) == MirrorOps(leave={"ghost": None})
+    assert reconcile_ops({}, stored, since=since, trash_and_spam={"ghost"}) == MirrorOps(
+        leave={"ghost": None}
+    )

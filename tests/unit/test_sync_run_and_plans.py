@@ -219,6 +219,10 @@ class FakeCalls:
         self.calls.append("all-stored")
         return self.stored
 
+    def list_trash_and_spam(self, after: datetime | None) -> set[str]:
+        self.calls.append("trash-and-spam")
+        return {"ghost"}
+
     def list_history(self, start_history_id: str) -> HistoryChanges:
         self.calls.append(f"history:{start_history_id}")
         if isinstance(self.history, Exception):
