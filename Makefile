@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-unit test-integration test-browser bench lint fmt clean web browser-deps deploy
+.PHONY: setup demo test test-unit test-integration test-browser bench soak lint fmt clean web browser-deps deploy
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: setup
 deploy: setup
 	$(VENV)/bin/prefect --no-prompt deploy --all
 	$(VENV)/bin/emailsync automations install
+
+# The mirror's model-based test over many seeds (make test runs a few): SOAK_SEEDS=200 make soak
+SOAK_SEEDS ?= 50
+soak: setup
+	SOAK_SEEDS=$(SOAK_SEEDS) $(PY) -m pytest -q -ra tests/integration/test_mirror_model.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     local_onnx_precision: Literal["fp32", "int8"] = Field(
         "fp32", validation_alias=_env("EMAILSYNC_ONNX_PRECISION")
     )
+    # What a message that leaves the mailbox (trash, spam, delete) leaves behind: nothing, or a tombstone
+    # (its document with `deletedAt` set, out of search and of the mirror's comparisons).
+    deleted_mail: Literal["remove", "keep"] = Field("remove", validation_alias=_env("EMAILSYNC_DELETED_MAIL"))
     # None = the CPUs this process may run on (its affinity)
     local_threads: int | None = Field(None, validation_alias=_env("EMAILSYNC_LOCAL_THREADS"))
     # The periodic sweep: how many users it checks at once (one history.list each).
@@ -155,6 +158,9 @@ class Settings(BaseSettings):
     quota_cost_stop: int | None = Field(
         None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_STOP")
     )
+    quota_cost_labels_list: int | None = Field(
+        None, exclude=True, repr=False, validation_alias=_env("EMAILSYNC_QUOTA_COST_LABELS_LIST")
+    )
 
     @model_validator(mode="after")
     def _fold_quota_costs(self) -> Settings:
@@ -172,7 +178,7 @@ class Settings(BaseSettings):
         """How often a live sync renews its lease: at least three renewals fit in one timeout."""
         return min(self.lease_renew_seconds, self.lease_timeout_seconds / 3)
 
-    @field_validator("local_backend", "local_onnx_precision", "on_disconnect", mode="before")
+    @field_validator("local_backend", "local_onnx_precision", "on_disconnect", "deleted_mail", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

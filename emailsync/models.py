@@ -7,11 +7,12 @@ and keeps exactly the names in DESIGN.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -100,6 +101,7 @@ class ProviderCredentials(FirestoreModel):
 
 class EnrichmentInfo(FirestoreModel):
     model: str
+    enriched_at: datetime | None = None  # when it was computed (once per message id)
 
 
 class EmailContent(FirestoreModel):
@@ -122,9 +124,21 @@ class EmailContent(FirestoreModel):
     attachments: list[dict[str, Any]] = Field(default_factory=list)
 
 
+def label_flags(label_ids: Iterable[str], *, deleted: bool = False) -> dict[str, bool]:
+    """The stored booleans the frontend filters on (`unread`, `starred`, `inInbox`), from Gmail's labels.
+    A tombstone (deleted: it left the mailbox) is none of them."""
+    labels = set(label_ids)
+    return {
+        "unread": not deleted and "UNREAD" in labels,
+        "starred": not deleted and "STARRED" in labels,
+        "inInbox": not deleted and "INBOX" in labels,
+    }
+
+
 class EmailRecord(EmailContent):
     """`providerUsers/{providerUserId}/emails/{gmailMessageId}` (document id = Gmail message id):
-    the content plus its owner and enrichment."""
+    the content plus its owner and enrichment. `labelIds` are Gmail's; `unread`, `starred`, `in_inbox`
+    follow from them (so the frontend can query them with an index); `deleted_at` marks a tombstone."""
 
     app_user_id: str
     family_id: str | None = None
@@ -133,6 +147,16 @@ class EmailRecord(EmailContent):
     embedding: list[float] | None = None  # stored as a Firestore Vector by the repository
     enrichment: EnrichmentInfo | None = None
     synced_at: datetime | None = None
+    unread: bool = False
+    starred: bool = False
+    in_inbox: bool = False
+    deleted_at: datetime | None = None  # EMAILSYNC_DELETED_MAIL=keep: when it left the mailbox
+
+    @model_validator(mode="after")
+    def _flags_follow_labels(self) -> EmailRecord:
+        flags = label_flags(self.label_ids, deleted=self.deleted_at is not None)
+        self.unread, self.starred, self.in_inbox = flags["unread"], flags["starred"], flags["inInbox"]
+        return self
 
 
 # ---------------------------------------------------------------------------------------- progress

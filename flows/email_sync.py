@@ -2,7 +2,8 @@
 
     open the run: resolve user + credentials → pending progress doc → per-user lease (skip if another
     sync holds it) → Prefect slot `email-sync:{providerUserId}` → choose the plan: incremental (history
-    since lastHistoryId) or backfill (weekly windows newest first, resumed from the checkpoint) → every
+    since lastHistoryId: every change, applied page by page), backfill (weekly windows newest first,
+    resumed from the checkpoint, then the changes made meanwhile) or reconcile (history expired) → every
     batch fetched, then stored → cursors for the next sync → completed / failed progress.
 
 Batches are pipelined: while `process_email_batch` parses, enriches and stores batch N, the
@@ -22,7 +23,7 @@ from prefect import flow
 from emailsync.config import get_settings
 from emailsync.lifecycle import ConnectionGuard
 from emailsync.models import SyncTrigger
-from emailsync.sync.plan import choose_plan
+from emailsync.sync.plan import SyncPlan, catch_up_plan, choose_plan
 from emailsync.sync.summary import SyncSummary
 from tasks.batch import process_email_batch
 from tasks.concurrency import user_sync_slot
@@ -62,17 +63,20 @@ def email_sync(
         run.reported(),
         user_sync_slot(run, wait_seconds=settings.lease_timeout_seconds),
     ):
-        plan = choose_plan(
+        calls = PlanningTasks(run)
+        plan: SyncPlan | None = choose_plan(
             run,
-            PlanningTasks(run),
+            calls,
             lookback_weeks=settings.lookback_weeks if lookback_weeks is None else lookback_weeks,
             batch_size=batch_size or settings.batch_size,
         )
         label_flow_run(run)
-        for batch in fetch_ahead(fetch_email_batch, run, plan):  # batch N+1 downloads while N is stored
-            process_email_batch(run, plan, batch)
-            connection.check(run.summary.emails_processed)  # Gmail disconnected since → stop here
-        finish_sync(run, plan)
+        while plan is not None:  # a backfill is followed by the changes made while it ran
+            for batch in fetch_ahead(fetch_email_batch, run, plan):  # N+1 downloads while N is stored
+                process_email_batch(run, plan, batch)
+                connection.check(run.summary.emails_processed)  # Gmail disconnected since → stop here
+            finish_sync(run, plan)
+            plan = catch_up_plan(run, calls, plan)
     return run.summary
 
 

@@ -1,4 +1,5 @@
-"""Gmail tasks: profile, history, the start of the backfill walk and batch fetching (list + get)."""
+"""Gmail tasks: profile, history, the start of the backfill walk, batch fetching (list + get), and the
+mirror's reads (stored states, the mailbox listing of a reconcile)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from emailsync.gmail.client import GmailProfile, HistoryChanges
 from emailsync.models import BackfillCursor
 from emailsync.sync.backfill import start_cursor
+from emailsync.sync.mirror import StoredState
 from emailsync.sync.pipeline import Batch, SyncSession
 from emailsync.sync.plan import BatchRequest
 from emailsync.sync.run import SyncRun
@@ -49,6 +51,33 @@ def list_history_changes(run: SyncRun, start_history_id: str) -> HistoryChanges:
     return _session(run).gmail.list_history(start_history_id)
 
 
+@task(name="list-mailbox-labels", cache_policy=NO_CACHE, **RETRY_POLICY)
+def list_mailbox_labels(run: SyncRun, after: datetime | None) -> dict[str, list[str]]:
+    """Every message of the mailbox's default listing (since `after`) with its labels, from id listings
+    alone (for a reconcile)."""
+    return _session(run).gmail.list_mailbox_labels(after)
+
+
+@task(name="list-trash-and-spam", cache_policy=NO_CACHE, **RETRY_POLICY)
+def list_trash_and_spam(run: SyncRun, after: datetime | None) -> set[str]:
+    """Ids in the trash or spam (since `after`): a reconcile's ghosts that may still come back."""
+    return _session(run).gmail.list_trash_and_spam_ids(after)
+
+
+@task(name="read-stored-states", cache_policy=NO_CACHE, **RETRY_POLICY)
+def read_stored_states(run: SyncRun, ids: list[str]) -> dict[str, StoredState]:
+    """Labels, enrichment and tombstone of the stored emails among `ids`."""
+    session = _session(run)
+    return session.emails.states(session.provider_user_id, ids)
+
+
+@task(name="read-all-stored-states", cache_policy=NO_CACHE, **RETRY_POLICY)
+def read_all_stored_states(run: SyncRun) -> dict[str, StoredState]:
+    """Labels, enrichment and tombstone of every stored email of the user (for a reconcile)."""
+    session = _session(run)
+    return session.emails.all_states(session.provider_user_id)
+
+
 @task(name="fetch-email-batch", cache_policy=NO_CACHE, **RETRY_POLICY)
 def fetch_email_batch(run: SyncRun, request: BatchRequest) -> Batch:
     """List the next backfill batch from the request's cursor (or take its ids) and download the
@@ -58,7 +87,9 @@ def fetch_email_batch(run: SyncRun, request: BatchRequest) -> Batch:
     the CPU-bound enrichment of batch N.
     """
     session = _session(run)
-    if request.cursor is not None:
+    if request.step is not None:
+        fetched = session.fetch_mirror_batch(request.step)
+    elif request.cursor is not None:
         fetched = session.fetch_backfill_batch(
             request.cursor, batch_size=request.batch_size, bound=request.bound
         )
@@ -86,6 +117,18 @@ class PlanningTasks:
         self, now: datetime, bound: datetime | None, start_history_id: str
     ) -> BackfillCursor | None:
         return find_backfill_start(self.run, now, bound, start_history_id)
+
+    def stored_states(self, ids: list[str]) -> dict[str, StoredState]:
+        return read_stored_states(self.run, ids)
+
+    def list_mailbox(self, after: datetime | None) -> dict[str, list[str]]:
+        return list_mailbox_labels(self.run, after)
+
+    def all_stored_states(self) -> dict[str, StoredState]:
+        return read_all_stored_states(self.run)
+
+    def list_trash_and_spam(self, after: datetime | None) -> set[str]:
+        return list_trash_and_spam(self.run, after)
 
     def warm_up_enricher(self) -> None:
         warm_up_enricher.submit(_session(self.run).enricher)

@@ -20,6 +20,8 @@ from google.cloud.firestore_v1.vector import Vector
 from emailsync.config import get_settings
 from emailsync.errors import FatalError, LeaseHeldError, RetriableError
 from emailsync.firestore.client import get_firestore_client
+from emailsync.firestore.limits import MAX_BATCH_BYTES, MAX_BATCH_WRITES, MAX_GET_ALL_REFS
+from emailsync.firestore.mirror_writes import MirrorWrites
 from emailsync.models import (
     AppUser,
     BackfillCursor,
@@ -37,17 +39,14 @@ PROVIDER_CREDENTIALS = "providerCredentials"
 EMAILS = "emails"
 SYNC_STATE = "syncState"
 
-# A WriteBatch commits at most 500 writes, and one commit request must stay under 10 MiB.
-MAX_BATCH_WRITES = 500
-MAX_BATCH_BYTES = 8 * 1024 * 1024
-# batchGet answers are streamed, but one request naming thousands of documents is needlessly large.
-MAX_GET_ALL_REFS = 500
 # Read-decide-write on one document is a compare-and-set: the write is conditioned on the version that
 # was read (`update_time`, or "does not exist yet"), so of many concurrent writers exactly one lands and
 # the others decide again on fresh data. (Firestore transactions would do the same but lock on read;
 # the emulator resolves lock conflicts only by a 2 s timeout, so 20 contenders can livelock there.)
 COMPARE_AND_SET_ATTEMPTS = 25
 COMPARE_AND_SET_JITTER_SECONDS = 0.02
+# The most results a vector query returns.
+MAX_NEAREST = 1000
 # `find_nearest` puts the cosine distance of each hit into this extra field of the returned record.
 VECTOR_DISTANCE_FIELD = "vectorDistance"
 
@@ -192,6 +191,8 @@ class FamilyRepository(_Repository):
 def email_to_document(record: EmailRecord) -> dict[str, Any]:
     """The stored form of an email: camelCase fields, `embedding` as a Firestore Vector, `syncedAt` now."""
     data = record.to_firestore()
+    if record.enrichment is not None:
+        data["enrichment"] = record.enrichment.to_firestore(exclude_none=True)
     if record.embedding is not None:
         data["embedding"] = Vector(record.embedding)
     data["syncedAt"] = firestore.SERVER_TIMESTAMP
@@ -232,7 +233,7 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class EmailRepository(_Repository):
+class EmailRepository(MirrorWrites, _Repository):
     """`providerUsers/{providerUserId}/emails/{gmailMessageId}`.
 
     The document id is the Gmail message id, so storing a message again (a rerun, a retried batch)
@@ -291,18 +292,26 @@ class EmailRepository(_Repository):
     def find_nearest(
         self, provider_user_id: str, vector: Sequence[float], limit: int = 5
     ) -> list[EmailRecord]:
-        """The `limit` emails whose embedding is nearest (cosine) to `vector`, nearest first.
+        """The `limit` emails whose embedding is nearest (cosine) to `vector`, nearest first; tombstones
+        (mail that left the mailbox, `deletedAt` set) are not results.
 
         Each record carries its distance in the extra field `vectorDistance` (`record.model_extra`).
         """
-        query = self._emails(provider_user_id).find_nearest(
-            vector_field="embedding",
-            query_vector=Vector(list(vector)),
-            distance_measure=DistanceMeasure.COSINE,
-            limit=limit,
-            distance_result_field=VECTOR_DISTANCE_FIELD,
-        )
-        return [email_from_document(snapshot.to_dict()) for snapshot in query.get()]
+        asked = limit
+        while True:
+            query = self._emails(provider_user_id).find_nearest(
+                vector_field="embedding",
+                query_vector=Vector(list(vector)),
+                distance_measure=DistanceMeasure.COSINE,
+                limit=asked,
+                distance_result_field=VECTOR_DISTANCE_FIELD,
+            )
+            snapshots = list(query.get())
+            live = [email_from_document(s.to_dict()) for s in snapshots if not s.to_dict().get("deletedAt")]
+            # Tombstones took places among the nearest: ask for more (vector queries return at most 1000).
+            if len(live) >= limit or len(snapshots) < asked or asked >= MAX_NEAREST:
+                return live[:limit]
+            asked = min(asked * 4, MAX_NEAREST)
 
 
 # ---------------------------------------------------------------------------------------- sync state
@@ -323,6 +332,16 @@ def _held_by_other(state: SyncState, sync_id: str, now: datetime) -> bool:
         and state.lease_expires_at is not None
         and state.lease_expires_at > now
     )
+
+
+def _history_after(candidate: str, current: str | None) -> bool:
+    """Whether `candidate` is a later historyId than `current` (Gmail's ids are increasing integers)."""
+    if current is None:
+        return True
+    try:
+        return int(candidate) > int(current)
+    except ValueError:
+        return candidate != current
 
 
 class SyncStateRepository(_Repository):
@@ -430,8 +449,11 @@ class SyncStateRepository(_Repository):
         sync_id: str,
         cursor: BackfillCursor | None,
         timeout_seconds: float | None = None,
+        *,
+        history_id: str | None = None,
     ) -> bool:
-        """Save the cursor (when given) and renew the lease of `sync_id` in one conditional write.
+        """Save the cursor (when given) and renew the lease of `sync_id` in one conditional write; with
+        `history_id`, move `lastHistoryId` forward to it (never backwards).
 
         No transaction on purpose: this runs after every batch, and a worker killed inside a transaction
         leaves a lock that blocks every later write to the document (the emulator never drops it).
@@ -445,6 +467,8 @@ class SyncStateRepository(_Repository):
             update: dict[str, Any] = {"leaseExpiresAt": _now() + timedelta(seconds=timeout)}
             if cursor is not None:
                 update["backfillCursor"] = cursor.to_firestore()
+            if history_id is not None and _history_after(history_id, _state_of(snapshot).last_history_id):
+                update["lastHistoryId"] = str(history_id)
             return update
 
         return compare_and_set(self.client, self._document(provider_user_id), decide)
@@ -462,7 +486,12 @@ class SyncStateRepository(_Repository):
         )
 
     def set_last_history_id(self, provider_user_id: str, history_id: str | int) -> None:
-        """An incremental sync caught up to `history_id`."""
-        self._document(provider_user_id).set(
-            {"lastHistoryId": str(history_id), "lastSyncedAt": firestore.SERVER_TIMESTAMP}, merge=True
-        )
+        """An incremental sync caught up to `history_id` (an older one than stored is not written back)."""
+
+        def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any]:
+            update: dict[str, Any] = {"lastSyncedAt": firestore.SERVER_TIMESTAMP}
+            if _history_after(str(history_id), _state_of(snapshot).last_history_id):
+                update["lastHistoryId"] = str(history_id)
+            return update
+
+        compare_and_set(self.client, self._document(provider_user_id), decide)

@@ -43,7 +43,17 @@ from emailsync.gmail.http_errors import classify_http_error, is_rate_limit, scru
 from emailsync.gmail.pacing import Sleep, TokenBucket, shared_bucket
 from emailsync.gmail.retry import GmailRetrier
 from emailsync.gmail.settings import DEFAULT_RETRY_POLICY, RetryPolicy
-from emailsync.gmail.types import ClientStats, GmailMessage, GmailProfile, HistoryChanges, MessagePage
+from emailsync.gmail.types import (
+    HISTORY_TYPES,
+    ClientStats,
+    GmailLabel,
+    GmailMessage,
+    GmailProfile,
+    HistoryChange,
+    HistoryChanges,
+    HistoryPage,
+    MessagePage,
+)
 from emailsync.models import ProviderCredentials
 
 logger = logging.getLogger(__name__)
@@ -57,9 +67,12 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httplib2.HttpLib2Error, Tr
 __all__ = [
     "ClientStats",
     "GmailClient",
+    "GmailLabel",
     "GmailMessage",
     "GmailProfile",
+    "HistoryChange",
     "HistoryChanges",
+    "HistoryPage",
     "MessagePage",
     "classify_http_error",
 ]
@@ -200,31 +213,85 @@ class GmailClient:
         # Saying "nothing older" here would end a backfill early; let the caller retry later instead.
         raise RetriableError("messages.list/get: the newest older message keeps disappearing")
 
+    def list_history_page(self, start_history_id: str, page_token: str | None = None) -> HistoryPage:
+        """One page of every change since `start_history_id` (all four record types, history order).
+
+        404 (the id is older than Gmail keeps history) → `HistoryExpiredError`."""
+        params: dict[str, Any] = {
+            "userId": "me",
+            "startHistoryId": str(start_history_id),
+            "historyTypes": list(HISTORY_TYPES),
+            "maxResults": gmail_settings.MAX_HISTORY_PAGE_SIZE,
+        }
+        if page_token:
+            params["pageToken"] = page_token
+        data = self._call(self._history.list(**params), self._costs.history_list, "history.list")
+        return HistoryPage.from_api(data, str(start_history_id))
+
     def list_history(self, start_history_id: str) -> HistoryChanges:
-        """Every message added since `start_history_id` (all pages). 404 → `HistoryExpiredError`."""
-        added: dict[str, None] = {}
-        latest = str(start_history_id)
+        """Every page of changes since `start_history_id`. 404 → `HistoryExpiredError`."""
+        pages: list[HistoryPage] = []
         page_token: str | None = None
         while True:
-            params: dict[str, Any] = {
-                "userId": "me",
-                "startHistoryId": str(start_history_id),
-                "historyTypes": ["messageAdded"],
-                "maxResults": gmail_settings.MAX_HISTORY_PAGE_SIZE,
-            }
+            page = self.list_history_page(start_history_id, page_token)
+            pages.append(page)
+            page_token = page.next_page_token
+            if not page_token:
+                return HistoryChanges(pages=pages, history_id=page.history_id)
+
+    def list_labels(self) -> list[GmailLabel]:
+        """The mailbox's labels, system and user ones (`labels.list`)."""
+        labels = self._users.labels()
+        data = self._call(labels.list(userId="me"), self._costs.labels_list, "labels.list")
+        return [
+            GmailLabel(id=str(item["id"]), name=str(item.get("name") or ""), type=str(item.get("type") or ""))
+            for item in data.get("labels") or []
+            if item.get("id")
+        ]
+
+    def list_ids_with_label(
+        self, label_id: str | None = None, *, include_spam_trash: bool = False, after: datetime | None = None
+    ) -> list[str]:
+        """Every id `messages.list` gives (default set: no SPAM, no TRASH), optionally with one label;
+        largest pages, so a reconcile reads 500 ids per call."""
+        ids: list[str] = []
+        page_token: str | None = None
+        while True:
+            params: dict[str, Any] = {"userId": "me", "maxResults": gmail_settings.MAX_LIST_PAGE_SIZE}
+            if label_id is not None:
+                params["labelIds"] = [label_id]
+            if include_spam_trash:
+                params["includeSpamTrash"] = True
+            if after is not None:
+                params["q"] = f"after:{_epoch_seconds(after)}"
             if page_token:
                 params["pageToken"] = page_token
-            data = self._call(self._history.list(**params), self._costs.history_list, "history.list")
-            for record in data.get("history") or []:
-                for item in record.get("messagesAdded") or []:
-                    message = item.get("message") or {}
-                    if message.get("id"):
-                        added.setdefault(str(message["id"]), None)
-            if data.get("historyId"):
-                latest = str(data["historyId"])
-            page_token = data.get("nextPageToken")
+            data = self._call(self._messages.list(**params), self._costs.messages_list, "messages.list")
+            ids.extend(str(m["id"]) for m in data.get("messages") or [])
+            page_token = data.get("nextPageToken") or None
             if not page_token:
-                return HistoryChanges(added_ids=list(added), history_id=latest)
+                return ids
+
+    def list_mailbox_labels(self, after: datetime | None = None) -> dict[str, list[str]]:
+        """Every message of the default listing (no SPAM, no TRASH) with its labelIds, from id listings
+        alone: the whole listing, then one listing per label (500 ids a call), never a `messages.get`."""
+        mailbox: dict[str, list[str]] = {m: [] for m in self.list_ids_with_label(after=after)}
+        for label in self.list_labels():
+            if label.id in ("SPAM", "TRASH"):
+                continue
+            for message_id in self.list_ids_with_label(label.id, after=after):
+                labels = mailbox.get(message_id)
+                if labels is not None:  # arrived after the whole listing: the next sync's history has it
+                    labels.append(label.id)
+        return mailbox
+
+    def list_trash_and_spam_ids(self, after: datetime | None = None) -> set[str]:
+        """Ids of the messages in the trash or spam: out of the mirror, but not deleted (yet)."""
+        return {
+            message_id
+            for label_id in ("TRASH", "SPAM")
+            for message_id in self.list_ids_with_label(label_id, include_spam_trash=True, after=after)
+        }
 
     def get_messages(self, ids: list[str]) -> list[GmailMessage]:
         """Fetch messages (format=raw) in paced, adaptive batches; result in the order of `ids`.

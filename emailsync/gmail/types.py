@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -55,9 +55,96 @@ class MessagePage(BaseModel):
     result_size_estimate: int = 0
 
 
+HistoryKind = Literal["messageAdded", "messageDeleted", "labelAdded", "labelRemoved"]
+# Every record type `history.list` knows: an exact mirror asks for all of them.
+HISTORY_TYPES: tuple[HistoryKind, ...] = ("messageAdded", "messageDeleted", "labelAdded", "labelRemoved")
+_RECORD_FIELDS: dict[str, HistoryKind] = {
+    "messagesAdded": "messageAdded",
+    "messagesDeleted": "messageDeleted",
+    "labelsAdded": "labelAdded",
+    "labelsRemoved": "labelRemoved",
+}
+
+
+class HistoryChange(BaseModel):
+    """One change to one message, as a history record tells it."""
+
+    kind: HistoryKind
+    message_id: str
+    history_id: str  # the id of the record it came in
+    # the message's labels as the record gives them (None: the record did not say)
+    label_ids: list[str] | None = None
+    # labelAdded / labelRemoved: the labels added or removed
+    changed_label_ids: list[str] = Field(default_factory=list)
+
+
+class HistoryPage(BaseModel):
+    """One page of `history.list`, its changes in history order.
+
+    `resume_history_id` is where history goes on once this page's changes are applied: the id of its last
+    record, or for the last page the mailbox's historyId at the time of the answer."""
+
+    changes: list[HistoryChange] = Field(default_factory=list)
+    next_page_token: str | None = None
+    history_id: str  # the mailbox's historyId at the time of the answer
+    last_record_id: str | None = None
+
+    @property
+    def resume_history_id(self) -> str:
+        if self.next_page_token and self.last_record_id:
+            return self.last_record_id
+        return self.history_id
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any], start_history_id: str) -> HistoryPage:
+        changes: list[HistoryChange] = []
+        last_record_id: str | None = None
+        for record in data.get("history") or []:
+            record_id = str(record.get("id") or start_history_id)
+            last_record_id = record_id
+            for field, kind in _RECORD_FIELDS.items():
+                for item in record.get(field) or []:
+                    message = item.get("message") or {}
+                    if not message.get("id"):
+                        continue
+                    labels = message.get("labelIds")
+                    changes.append(
+                        HistoryChange(
+                            kind=kind,
+                            message_id=str(message["id"]),
+                            history_id=record_id,
+                            label_ids=list(labels) if labels is not None else None,
+                            changed_label_ids=list(item.get("labelIds") or []),
+                        )
+                    )
+        return cls(
+            changes=changes,
+            next_page_token=data.get("nextPageToken") or None,
+            history_id=str(data.get("historyId") or last_record_id or start_history_id),
+            last_record_id=last_record_id,
+        )
+
+
 class HistoryChanges(BaseModel):
-    added_ids: list[str]  # distinct, in history order
+    """Every page of history since a historyId."""
+
+    pages: list[HistoryPage] = Field(default_factory=list)
     history_id: str  # the mailbox's latest historyId: the next incremental sync starts here
+
+    @property
+    def changes(self) -> list[HistoryChange]:
+        return [change for page in self.pages for change in page.changes]
+
+    @property
+    def added_ids(self) -> list[str]:
+        """Ids of the messages added (distinct, in history order)."""
+        return list(dict.fromkeys(c.message_id for c in self.changes if c.kind == "messageAdded"))
+
+
+class GmailLabel(BaseModel):
+    id: str
+    name: str = ""
+    type: str = "user"
 
 
 class GmailProfile(BaseModel):

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from emailsync.config import get_settings
 from emailsync.enrichment import Enricher, EnrichmentInput
 from emailsync.errors import LeaseHeldError
 from emailsync.models import BackfillCursor, EmailRecord, EnrichmentInfo, SyncWindow
 from emailsync.sync.backfill import PlannedBatch, plan_next_batch
+from emailsync.sync.mirror import MirrorOps, MirrorStep, is_mirrored
 from emailsync.sync.progress_math import monotone_percent, percent_complete
 from emailsync.sync.writer import BackgroundEmailWriter
 
@@ -45,6 +47,8 @@ class FetchedBatch(BaseModel):
     cursor_after: BackfillCursor | None = None  # backfill only: where the walk continues after this batch
     list_calls: int = 0
     fetch_seconds: float = 0.0
+    ops: MirrorOps | None = None  # mirror batches (history, reconcile): what to do besides storing
+    history_id_after: str | None = None  # mirror batches: lastHistoryId once this batch is applied
 
 
 class ProgressPoint(BaseModel):
@@ -73,11 +77,14 @@ class Batch(BaseModel):
     cursor_after: BackfillCursor | None = None
     list_calls: int = 0
     fetch_seconds: float = 0.0
+    history_id_after: str | None = None
     # what storing it did (`SyncSession.store_batch` / `finish_batch` fill these in), and the counts after it
     stored: bool = False
     emails_stored: int = 0
     emails_enriched: int = 0
     parse_errors: int = 0  # messages stored with at least one parse error
+    labels_updated: int = 0
+    emails_removed: int = 0
     tag_counts: dict[str, int] = Field(default_factory=dict)
     progress: ProgressPoint | None = None
     parse_seconds: float = 0.0
@@ -98,6 +105,7 @@ class Batch(BaseModel):
             cursor_after=fetched.cursor_after,
             list_calls=fetched.list_calls,
             fetch_seconds=fetched.fetch_seconds,
+            history_id_after=fetched.history_id_after,
         )
 
 
@@ -117,6 +125,7 @@ class SyncSession:
         progress: ProgressWriter,
         enricher: Enricher,
         lease_timeout_seconds: float,
+        deleted_mail: str | None = None,
     ) -> None:
         self.sync_id = sync_id
         self.provider_user_id = provider_user_id
@@ -128,6 +137,8 @@ class SyncSession:
         self.progress = progress
         self.enricher = enricher
         self.lease_timeout_seconds = lease_timeout_seconds
+        # remove | keep (EMAILSYNC_DELETED_MAIL): what mail that leaves the mailbox leaves behind
+        self.keep_deleted_mail = (deleted_mail or get_settings().deleted_mail) == "keep"
 
     # ------------------------------------------------------------------------------------ fetch
 
@@ -149,6 +160,19 @@ class SyncSession:
         fetched.fetch_seconds = time.perf_counter() - started
         return fetched
 
+    def fetch_mirror_batch(self, step: MirrorStep) -> FetchedBatch:
+        """Download the messages a mirror batch needs (new ones, or back without a stored enrichment)."""
+        started = time.perf_counter()
+        fetch = step.ops.fetch
+        messages = self.gmail.get_messages(fetch) if fetch else []
+        return FetchedBatch(
+            ids=step.ops.ids,
+            messages=messages,
+            ops=step.ops,
+            history_id_after=step.history_id,
+            fetch_seconds=time.perf_counter() - started,
+        )
+
     def _download(self, ids: list[str]) -> FetchedBatch:
         # A rerun (resume, retried batch, overlapping history) must not spend quota or enrichment twice.
         done = self.emails.enriched_ids(self.provider_user_id, ids) if ids else set()
@@ -165,15 +189,20 @@ class SyncSession:
         Returns only once every email of the batch is stored; a failed write fails the batch."""
         started = time.perf_counter()
         records = [self._record(message) for message in fetched.messages]
+        # Trashed or marked spam between listing and download: not part of the mirror.
+        outside = {r.message_id: r.label_ids for r in records if not is_mirrored(r.label_ids)}
+        records = [record for record in records if record.message_id not in outside]
+        kept = self._reuse_kept_enrichments(records) if fetched.ops is not None else set()
         parsed_at = time.perf_counter()
         tag_counts: Counter[str] = Counter()
         with BackgroundEmailWriter(self.emails, self.provider_user_id) as writer:
             for offset in range(0, len(records), STORE_CHUNK_SIZE):
                 chunk = records[offset : offset + STORE_CHUNK_SIZE]
-                tag_counts.update(self._enrich(chunk))
+                tag_counts.update(self._enrich([r for r in chunk if r.message_id not in kept]))
                 writer.submit(chunk)
             enriched_at = time.perf_counter()
             stored = writer.wait()
+        labels_updated, removed = self._apply_ops(fetched.ops, outside, restored=kept)
         processed = before.emails_processed + len(fetched.ids)
         batches = before.batches + 1
         percent = monotone_percent(
@@ -183,7 +212,9 @@ class SyncSession:
             update=dict(
                 stored=True,
                 emails_stored=stored,
-                emails_enriched=len(records),
+                emails_enriched=len(records) - len(kept),
+                labels_updated=labels_updated,
+                emails_removed=removed,
                 parse_errors=sum(1 for record in records if record.parse_errors),
                 tag_counts=dict(tag_counts),
                 progress=ProgressPoint(
@@ -198,6 +229,37 @@ class SyncSession:
                 wall_seconds=time.perf_counter() - started,
             )
         )
+
+    def _reuse_kept_enrichments(self, records: list[EmailRecord]) -> set[str]:
+        """Messages back from the trash or spam whose enrichment was kept aside: it is theirs again."""
+        kept = self.emails.kept_enrichments(self.provider_user_id, [r.message_id for r in records])
+        for record in records:
+            data = kept.get(record.message_id)
+            if data is None:
+                continue
+            embedding = data.get("embedding")
+            record.summary = data.get("summary")
+            record.tags = list(data.get("tags") or [])
+            record.embedding = [float(value) for value in embedding] if embedding is not None else None
+            record.enrichment = EnrichmentInfo.from_firestore(data.get("enrichment"))
+        return set(kept)
+
+    def _apply_ops(
+        self, ops: MirrorOps | None, outside: dict[str, list[str]], *, restored: set[str]
+    ) -> tuple[int, int]:
+        """The rest of a mirror batch once its downloads are stored: labels, departures, deletions."""
+        keep, user = self.keep_deleted_mail, self.provider_user_id
+        leaving: dict[str, list[str] | None] = dict(outside)
+        labels_updated = 0
+        if ops is not None:
+            labels_updated = self.emails.set_labels(user, ops.set_labels) if ops.set_labels else 0
+            leaving.update(ops.leave)
+        removed = self.emails.leave(user, leaving, keep=keep, for_good=False) if leaving else 0
+        if ops is not None and ops.delete:
+            removed += self.emails.leave(user, dict.fromkeys(ops.delete), keep=keep, for_good=True)
+        if restored:
+            self.emails.drop_kept_enrichments(user, restored)
+        return labels_updated, removed
 
     def _enrich(self, records: list[EmailRecord]) -> Counter[str]:
         """Fill in summary, tags and embedding of `records`; the tags given, counted."""
@@ -215,7 +277,7 @@ class SyncSession:
                 for record in records
             ]
         )
-        info = EnrichmentInfo(model=self.enricher.model_name)
+        info = EnrichmentInfo(model=self.enricher.model_name, enriched_at=datetime.now(UTC))
         for record, enrichment in zip(records, enrichments, strict=True):
             record.summary = enrichment.summary
             record.tags = enrichment.tags
@@ -253,7 +315,11 @@ class SyncSession:
             )
         )
         if not self.sync_state.checkpoint(
-            self.provider_user_id, self.sync_id, cursor, self.lease_timeout_seconds
+            self.provider_user_id,
+            self.sync_id,
+            cursor,
+            self.lease_timeout_seconds,
+            history_id=batch.history_id_after,
         ):
             self._lost_lease()
         finished = time.perf_counter() - started

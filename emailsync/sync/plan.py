@@ -1,10 +1,12 @@
-"""What a sync walks: `BackfillPlan` (weekly windows newest first, resumed from the checkpoint) or
-`IncrementalPlan` (the ids Gmail's history added since `lastHistoryId`).
+"""What a sync walks: `BackfillPlan` (weekly windows newest first, resumed from the checkpoint),
+`IncrementalPlan` (every change Gmail's history holds since `lastHistoryId`, applied page by page) or
+`ReconcilePlan` (that history expired: the mirror compared with a fresh listing of the mailbox).
 
 A plan answers four questions: the first batch to fetch, the batch after a fetched one, the checkpoint to
 save once a batch is stored, and what to record when the sync is done. `choose_plan` is the one place
 where the mode is decided: incremental when a finished backfill left a historyId, backfill otherwise,
-and a full backfill again when that history has expired.
+and a reconcile when that history has expired. `catch_up_plan` follows a finished backfill with the
+changes made while it ran (history from the moment it began).
 
 Plain Python: the Gmail calls come through `PlanningCalls`, which the orchestration implements with its
 retried tasks (and tests with fakes).
@@ -19,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from emailsync.errors import HistoryExpiredError
 from emailsync.models import BackfillCursor, SyncMode
+from emailsync.sync.mirror import MirrorStep, StoredState, history_steps, in_batches, reconcile_ops
 from emailsync.sync.windows import lookback_bound
 
 if TYPE_CHECKING:
@@ -28,12 +31,14 @@ if TYPE_CHECKING:
 
 
 class BatchRequest(BaseModel):
-    """What `fetch_email_batch` fetches: the backfill walk from `cursor`, or the given `ids`."""
+    """What `fetch_email_batch` fetches: the backfill walk from `cursor`, the given `ids`, or what a
+    mirror `step` needs downloaded (its other operations travel with it)."""
 
     batch_size: int
     cursor: BackfillCursor | None = None
     bound: datetime | None = None
     ids: list[str] = Field(default_factory=list)
+    step: MirrorStep | None = None
 
 
 class Completion(BaseModel):
@@ -49,6 +54,14 @@ class PlanningCalls(Protocol):
     def list_history(self, start_history_id: str) -> HistoryChanges: ...
 
     def read_profile(self) -> GmailProfile: ...
+
+    def stored_states(self, ids: list[str]) -> dict[str, StoredState]: ...
+
+    def list_mailbox(self, after: datetime | None) -> dict[str, list[str]]: ...
+
+    def all_stored_states(self) -> dict[str, StoredState]: ...
+
+    def list_trash_and_spam(self, after: datetime | None) -> set[str]: ...
 
     def estimate_messages_since(self, bound: datetime) -> int: ...
 
@@ -82,22 +95,31 @@ class SyncPlan:
 
 
 class IncrementalPlan(SyncPlan):
-    """The ids history added, in batches; history moves on to `history_id` at the end."""
+    """Mirror steps (history pages cut into batches); history moves on to `history_id` at the end, and
+    to each step's own historyId as soon as that step is stored."""
 
     mode = SyncMode.INCREMENTAL
 
-    def __init__(self, added_ids: list[str], history_id: str, *, batch_size: int) -> None:
+    def __init__(self, steps: list[MirrorStep], history_id: str, *, batch_size: int) -> None:
         super().__init__(batch_size)
         self.history_id = history_id
-        self._chunks = [added_ids[i : i + batch_size] for i in range(0, len(added_ids), batch_size)]
+        self._batches = in_batches(steps, batch_size)
         self._next = 0
 
+    @property
+    def operations(self) -> int:
+        return sum(len(batch.ops) for batch in self._batches)
+
+    @property
+    def downloads(self) -> int:
+        return sum(len(batch.ops.fetch) for batch in self._batches)
+
     def _take(self) -> BatchRequest | None:
-        if self._next >= len(self._chunks):
+        if self._next >= len(self._batches):
             return None
-        chunk = self._chunks[self._next]
+        step = self._batches[self._next]
         self._next += 1
-        return BatchRequest(batch_size=self.batch_size, ids=chunk)
+        return BatchRequest(batch_size=self.batch_size, ids=list(step.ops.fetch), step=step)
 
     def first_request(self) -> BatchRequest | None:
         return self._take()
@@ -107,6 +129,13 @@ class IncrementalPlan(SyncPlan):
 
     def completion(self) -> Completion:
         return Completion(history_id=self.history_id, backfill_completed=False)
+
+
+class ReconcilePlan(IncrementalPlan):
+    """After history expired: the operations that make the mirror equal a fresh listing; history goes on
+    from the profile historyId read before that listing."""
+
+    mode = SyncMode.BACKFILL
 
 
 class BackfillPlan(SyncPlan):
@@ -155,21 +184,55 @@ def choose_plan(
     batch_size: int,
     now: datetime | None = None,
 ) -> SyncPlan:
-    """Incremental, backfill, or backfill after expired history; moves the run to in_progress."""
+    """Incremental, backfill, or reconcile after expired history; moves the run to in_progress."""
     state = run.state
     if state is not None and state.backfill_completed and state.last_history_id:
-        try:
-            changes = calls.list_history(state.last_history_id)
-        except HistoryExpiredError as exc:
-            run.logger.warning("history of %s expired (%s): one full backfill", run.provider_user_id, exc)
-            run.summary.fell_back_to_backfill = True
-        else:
-            run.start(SyncMode.INCREMENTAL, len(changes.added_ids))
-            if changes.added_ids:  # an idle user costs one history call, not a model load
-                calls.warm_up_enricher()
-            return IncrementalPlan(changes.added_ids, changes.history_id, batch_size=batch_size)
+        bound = lookback_bound(now or datetime.now(UTC), lookback_weeks)
+        plan = _history_plan(run, calls, state.last_history_id, batch_size=batch_size, bound=bound)
+        run.start(plan.mode, plan.operations)
+        if plan.downloads:  # an idle user costs one history call, not a model load
+            calls.warm_up_enricher()
+        return plan
     calls.warm_up_enricher()  # loads the model while the first batch downloads
     return _backfill_plan(run, calls, lookback_weeks=lookback_weeks, batch_size=batch_size, now=now)
+
+
+def catch_up_plan(run: SyncRun, calls: PlanningCalls, done: SyncPlan) -> SyncPlan | None:
+    """After a backfill that walked the mailbox: the changes made while it ran (history from the moment
+    it began), so the sync ends with the mirror equal to Gmail. None when nothing follows."""
+    if not isinstance(done, BackfillPlan) or done.cursor is None:
+        return None
+    plan = _history_plan(run, calls, done.start_history_id, batch_size=done.batch_size, bound=done.bound)
+    if plan.downloads:
+        calls.warm_up_enricher()
+    return plan
+
+
+def _history_plan(
+    run: SyncRun, calls: PlanningCalls, start_history_id: str, *, batch_size: int, bound: datetime | None
+) -> IncrementalPlan:
+    try:
+        changes = calls.list_history(start_history_id)
+    except HistoryExpiredError as exc:
+        run.logger.warning(
+            "history of %s expired (%s): reconciling with the mailbox", run.provider_user_id, exc
+        )
+        run.summary.fell_back_to_backfill = run.summary.reconciled = True
+        return _reconcile_plan(calls, batch_size=batch_size, bound=bound)
+    touched = list(dict.fromkeys(change.message_id for change in changes.changes))
+    stored = calls.stored_states(touched) if touched else {}
+    return IncrementalPlan(history_steps(changes, stored), changes.history_id, batch_size=batch_size)
+
+
+def _reconcile_plan(calls: PlanningCalls, *, batch_size: int, bound: datetime | None) -> ReconcilePlan:
+    # Changes made during the listing are in the history after this profile: the next sync applies them.
+    profile = calls.read_profile()
+    # With a look-back bound the mirror is the mail since that bound: older stored mail is no ghost.
+    mailbox, stored = calls.list_mailbox(bound), calls.all_stored_states()
+    ghosts = [i for i, state in stored.items() if i not in mailbox]
+    outside = calls.list_trash_and_spam(bound) if ghosts else set()
+    ops = reconcile_ops(mailbox, stored, since=bound, trash_and_spam=outside)
+    return ReconcilePlan([MirrorStep(ops=ops)], profile.history_id, batch_size=batch_size)
 
 
 def _backfill_plan(

@@ -319,6 +319,8 @@ class SyncRun:
         summary.emails_enriched += batch.emails_enriched
         summary.emails_skipped += batch.already_enriched
         summary.parse_errors += batch.parse_errors
+        summary.labels_updated += batch.labels_updated
+        summary.emails_removed += batch.emails_removed
         summary.current_window = batch.window or summary.current_window
         summary.add_tags(batch.tag_counts)
         timings = summary.timings

@@ -33,6 +33,9 @@ class SyncSummary(BaseModel):
     active_sync_id: str | None = None  # the sync holding the lease when this one was skipped
     resumed: bool = False  # the backfill continued from a checkpoint
     fell_back_to_backfill: bool = False  # incremental history had expired
+    reconciled: bool = False  # ... so the mirror was compared with a fresh listing of the mailbox
+    labels_updated: int = 0  # emails whose labels changed (no download, no enrichment)
+    emails_removed: int = 0  # emails that left the mirror (trash, spam, deleted): removed or tombstoned
     emails_processed: int = 0  # listed and handled in this sync (resumed counts included)
     emails_total_estimate: int | None = None
     emails_fetched: int = 0
@@ -80,4 +83,7 @@ class SyncSummary(BaseModel):
             "tags": dict(list(self.tag_counts.items())[:20]),
             "resumed": self.resumed,
             "fell_back_to_backfill": self.fell_back_to_backfill,
+            "reconciled": self.reconciled,
+            "labels_updated": self.labels_updated,
+            "emails_removed": self.emails_removed,
         }

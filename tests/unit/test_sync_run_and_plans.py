@@ -14,10 +14,11 @@ from emailsync.errors import (
     RetriableError,
     describe_error,
 )
-from emailsync.gmail.client import GmailProfile, HistoryChanges
+from emailsync.gmail.client import GmailProfile, HistoryChange, HistoryChanges, HistoryPage
 from emailsync.models import BackfillCursor, SyncMode, SyncState, SyncTrigger, SyncWindow
+from emailsync.sync.mirror import StoredState
 from emailsync.sync.pipeline import Batch, FetchedBatch, ProgressPoint
-from emailsync.sync.plan import BackfillPlan, IncrementalPlan, choose_plan
+from emailsync.sync.plan import BackfillPlan, IncrementalPlan, ReconcilePlan, choose_plan
 from emailsync.sync.run import SyncRun
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -204,10 +205,42 @@ def handle(cursor_after: BackfillCursor | None = None) -> Batch:
     return Batch(key="k", emails_in_batch=1, emails_fetched=1, already_enriched=0, cursor_after=cursor_after)
 
 
+def added(*ids: str, history_id: str = "1200") -> HistoryChanges:
+    changes = [
+        HistoryChange(kind="messageAdded", message_id=i, history_id=history_id, label_ids=["INBOX"])
+        for i in ids
+    ]
+    return HistoryChanges(pages=[HistoryPage(changes=changes, history_id=history_id)], history_id=history_id)
+
+
 class FakeCalls:
-    def __init__(self, history: HistoryChanges | Exception | None = None) -> None:
+    def __init__(
+        self,
+        history: HistoryChanges | Exception | None = None,
+        *,
+        stored: dict[str, StoredState] | None = None,
+        mailbox: dict[str, list[str]] | None = None,
+    ) -> None:
         self.history = history
+        self.stored = stored or {}
+        self.mailbox = mailbox or {}
         self.calls: list[str] = []
+
+    def stored_states(self, ids: list[str]) -> dict[str, StoredState]:
+        self.calls.append("stored")
+        return {i: self.stored[i] for i in ids if i in self.stored}
+
+    def list_mailbox(self, after: datetime | None) -> dict[str, list[str]]:
+        self.calls.append("mailbox")
+        return self.mailbox
+
+    def all_stored_states(self) -> dict[str, StoredState]:
+        self.calls.append("all-stored")
+        return self.stored
+
+    def list_trash_and_spam(self, after: datetime | None) -> set[str]:
+        self.calls.append("trash-and-spam")
+        return {"ghost"}
 
     def list_history(self, start_history_id: str) -> HistoryChanges:
         self.calls.append(f"history:{start_history_id}")
@@ -242,7 +275,7 @@ def planned(state: SyncState, calls: FakeCalls, lookback_weeks: int | None = Non
 
 
 def test_the_incremental_plan_batches_the_added_ids_and_moves_history_on():
-    changes = HistoryChanges(added_ids=["a", "b", "c"], history_id="1200")
+    changes = added("a", "b", "c")
     plan, run, progress = planned(
         SyncState(backfill_completed=True, last_history_id="1000"), FakeCalls(changes)
     )
@@ -258,7 +291,7 @@ def test_the_incremental_plan_batches_the_added_ids_and_moves_history_on():
 
 
 def test_an_idle_incremental_sync_costs_one_history_call_and_no_model_load():
-    calls = FakeCalls(HistoryChanges(added_ids=[], history_id="1000"))
+    calls = FakeCalls(HistoryChanges(pages=[HistoryPage(history_id="1000")], history_id="1000"))
     plan, _, _ = planned(SyncState(backfill_completed=True, last_history_id="1000"), calls)
     assert calls.calls == ["history:1000"] and plan.first_request() is None
 
@@ -289,8 +322,24 @@ def test_an_interrupted_backfill_resumes_at_its_checkpoint_with_its_counts_and_s
     assert plan.completion().history_id == "500"
 
 
-def test_expired_history_falls_back_to_one_full_backfill():
-    calls = FakeCalls(HistoryExpiredError("404"))
+def test_expired_history_reconciles_with_a_listing_of_the_mailbox_instead_of_a_full_backfill():
+    stored = {
+        "kept": StoredState(label_ids=["INBOX"], enriched=True),
+        "relabelled": StoredState(label_ids=["INBOX", "UNREAD"], enriched=True),
+        "ghost": StoredState(label_ids=["INBOX"], enriched=True),
+    }
+    mailbox = {"kept": ["INBOX"], "relabelled": ["INBOX"], "new": ["INBOX", "UNREAD"]}
+    calls = FakeCalls(HistoryExpiredError("404"), stored=stored, mailbox=mailbox)
     plan, run, _ = planned(SyncState(backfill_completed=True, last_history_id="1"), calls)
-    assert isinstance(plan, BackfillPlan) and run.summary.fell_back_to_backfill
+    assert isinstance(plan, ReconcilePlan) and run.summary.fell_back_to_backfill and run.summary.reconciled
     assert run.summary.mode is SyncMode.BACKFILL
+    # the profile first: changes made while the mailbox is listed are in the history after it
+    assert calls.calls[:4] == ["history:1", "profile", "mailbox", "all-stored"]
+    request = plan.first_request()
+    assert request is not None and request.step is not None
+    ops = request.step.ops
+    assert (
+        ops.fetch == ["new"] and ops.set_labels == {"relabelled": ["INBOX"]} and list(ops.leave) == ["ghost"]
+    )
+    assert plan.request_after(handle()) is None
+    assert plan.completion().model_dump() == {"history_id": "900", "backfill_completed": False}

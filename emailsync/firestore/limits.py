@@ -1,0 +1,7 @@
+"""Firestore's request limits, as the repositories respect them."""
+
+# A WriteBatch commits at most 500 writes, and one commit request must stay under 10 MiB.
+MAX_BATCH_WRITES = 500
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+# batchGet answers are streamed, but one request naming thousands of documents is needlessly large.
+MAX_GET_ALL_REFS = 500
