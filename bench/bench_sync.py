@@ -9,8 +9,10 @@
 - the same (dense) at 100 units/s (ceiling 20 msg/s, which local enrichment keeps up with): how
   close the pipeline runs to the quota when the CPU is not the bottleneck.
 - enrichment msg/s inside the flow (local MiniLM backend).
-- peak RSS of a sync subprocess (`python -m flows.email_sync`) for ~1k vs ~10k messages, with the
-  quota lifted; the corpus replicated with distinct Message-IDs.
+- quota off: msg/s of a whole backfill when the server enforces no quota (goal ≥ 100 msg/s).
+- three users back-filling at once in one process (one worker, one enricher), each at 250 units/s:
+  aggregate msg/s ÷ 150.
+- peak RSS: bench/bench_memory.py.
 
 - steady-state ratio: messages stored between the end of the first batch's fetch and the end of the last
   fetch ÷ that time ÷ the ceiling. The head (first fetch, nothing to process yet) and the tail (processing
@@ -350,14 +352,12 @@ def _sync_subprocess(provider_user_id: str, environment: dict[str, str]) -> dict
 def run() -> dict[str, Any]:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     from emailsync.config import get_settings
     from emailsync.enrichment import get_enricher
     from emailsync.firestore.client import get_firestore_client, reset_clients
     from emailsync.local.firestore_emulator import FirestoreEmulator
-    from emailsync.local.seed import seed_account
 
     source = "corpus" if CORPUS_DIR.is_dir() and any(CORPUS_DIR.glob("*.mbox")) else "sample"
     figures: dict[str, Any] = {
@@ -412,30 +412,6 @@ def run() -> dict[str, Any]:
             figures["prefect_overhead_ratio"] = dense["prefect_overhead_ratio"]
             figures["enrichment_messages_per_second_in_flow"] = dense["enrichment_messages_per_second"]
 
-            prefect_api_url = PREFECT_API_URL.value()
-            memory: dict[str, Any] = {}
-            for label, replicas in (("small", REPLICAS_SMALL), ("large", REPLICAS_LARGE)):
-                account = seed_account(
-                    client,
-                    provider_user_id=f"pu-rss-{label}",
-                    family_id=f"family-{label}",
-                    token=f"rss-{label}",
-                )
-                with _gmail_server_process("own", None, replicas) as url:
-                    child = {
-                        **os.environ,
-                        "GMAIL_API_ENDPOINT": url,
-                        "EMAILSYNC_QUOTA_UNITS_PER_SECOND": str(UNLIMITED_QUOTA),
-                        "PREFECT_API_URL": prefect_api_url,
-                    }
-                    memory[label] = _sync_subprocess(account.provider_user_id, child)
-            figures["memory"] = memory
-            figures["peak_rss_large_over_small"] = round(
-                memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"], 3
-            )
-            figures["messages_large_over_small"] = round(
-                memory["large"]["messages"] / memory["small"]["messages"], 2
-            )
         finally:
             os.environ.clear()
             os.environ.update(saved_environment)
