@@ -65,8 +65,7 @@ def _encoder(model_path: Path, *, can_rebuild: bool) -> OnnxSentenceEncoder:
     )
 
 
-@pytest.fixture
-def network_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+def _disable_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to open a connection fails, as on a machine without network."""
 
     def refuse(*args: object, **kwargs: object) -> None:
@@ -76,13 +75,26 @@ def network_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+@pytest.fixture
+def network_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    _disable_network(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def torch_sample_vectors(sample_texts) -> np.ndarray:
+    """The sample mailbox embedded by the torch runtime, offline (once for both ONNX precisions)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _disable_network(monkeypatch)
+        return TorchSentenceEncoder().encode(sample_texts)
+
+
 @pytest.mark.parametrize("precision", ["int8mix", "fp32"])
 def test_onnx_and_torch_embed_every_sample_mailbox_message_to_within_cosine_0_98_offline(
-    sample_texts, network_disabled, precision
+    sample_texts, torch_sample_vectors, network_disabled, precision
 ):
     onnx = LocalEnricher(settings=Settings(local_backend="onnx", local_onnx_precision=precision))
     onnx_vectors = onnx._encoder.encode(sample_texts)
-    torch_vectors = TorchSentenceEncoder().encode(sample_texts)
+    torch_vectors = torch_sample_vectors
 
     cosines = np.sum(onnx_vectors * torch_vectors, axis=1)
     assert len(cosines) == 300
