@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: the CPU wheel on this machine's disk (unpinned pulls GBs of CUDA packages)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# the ONNX file the default (onnx) enrichment backend runs, exported once from the packaged weights
+	# the ONNX files of the default (onnx) enrichment backend, exported once from the packaged weights:
+	# fp32, and the default int8mix quantised from it
 	$(PY) -m emailsync.enrichment.onnx_export
 	@touch $(STAMP)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import mailbox
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,10 @@ from emailsync.enrichment import EnrichmentInput
 
 HERE = Path(__file__).resolve().parent
 LABELS_CSV = HERE / "labels.csv"
-CORPUS_MBOX = HERE.parents[1].parent / "shared" / "corpus" / "spamassassin-dev.mbox"
+CORPUS_MBOX = (
+    Path(os.environ.get("EMAILSYNC_BENCH_CORPUS") or HERE.parents[1].parent / "shared" / "corpus")
+    / "spamassassin-dev.mbox"
+)
 # The mbox concatenates SpamAssassin public-corpus folders in order: easy ham, hard ham, spam.
 HARD_HAM_START = 600
 SPAM_START = 725

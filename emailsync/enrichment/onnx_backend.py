@@ -23,6 +23,7 @@ import numpy as np
 
 from emailsync.enrichment.base import EMBEDDING_DIMENSIONS
 from emailsync.enrichment.onnx_export import (
+    DEFAULT_PRECISION,
     EXPORT_COMMAND,
     EXPORT_MODULE,
     INPUT_NAMES,
@@ -54,7 +55,7 @@ class OnnxSentenceEncoder:
         batch_size: int,
         threads: int,
         model_path: Path | None = None,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
         can_rebuild: bool | None = None,
     ) -> None:
         self.precision = precision
@@ -81,14 +82,13 @@ class OnnxSentenceEncoder:
 
         tokenizer = Tokenizer.from_file(str(_packaged_model_dir() / "tokenizer.json"))
         tokenizer.enable_truncation(max_length=self.max_seq_length)
-        # Pad to the longest text of each batch (the packaged file pads everything to a fixed length).
-        tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0, pad_token="[PAD]")
+        # `encode` pads each batch itself, to its longest text (the packaged file pads everything to a
+        # fixed length).
+        tokenizer.no_padding()
         return tokenizer
 
     def _missing_message(self, reason: str) -> str:
-        command = (
-            EXPORT_COMMAND if self.precision == "fp32" else f"{EXPORT_COMMAND} --precision {self.precision}"
-        )
+        command = f"{EXPORT_COMMAND} --precision {self.precision}"
         return f"ONNX model {self.model_path} is {reason}: run `{command}`"
 
     def _ensure_model_file(self) -> None:
@@ -126,6 +126,9 @@ class OnnxSentenceEncoder:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle pool threads sleep instead of spinning: the enricher shares the cores with the Gmail
+        # download and the Firestore writes, and spinning threads take the CPU those need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
             return ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
@@ -136,19 +139,27 @@ class OnnxSentenceEncoder:
         self.load()
         assert self._session is not None and self._tokenizer is not None
         out = np.zeros((len(texts), EMBEDDING_DIMENSIONS), dtype=np.float32)
-        # Longest first, like sentence-transformers: similar lengths share a batch, so little padding.
-        order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
+        encodings = self._tokenizer.encode_batch(texts)
+        # Longest first by token count: texts of nearly equal length share a batch, so the model spends
+        # almost nothing on padding (sorting by characters, as sentence-transformers does, pads more).
+        order = sorted(range(len(texts)), key=lambda index: -len(encodings[index].ids))
         for start in range(0, len(order), self.batch_size):
             indices = order[start : start + self.batch_size]
-            encodings = self._tokenizer.encode_batch([texts[index] for index in indices])
+            width = max(len(encodings[index].ids) for index in indices)
+            input_ids = np.zeros((len(indices), width), dtype=np.int64)  # [PAD] is id 0
+            attention_mask = np.zeros((len(indices), width), dtype=np.int64)
+            for row, index in enumerate(indices):
+                ids = encodings[index].ids
+                input_ids[row, : len(ids)] = ids
+                attention_mask[row, : len(ids)] = 1
             feeds = {
-                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "token_type_ids": np.zeros_like(input_ids),
             }
             assert tuple(feeds) == INPUT_NAMES
             [hidden] = self._session.run(None, feeds)
-            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            mask = attention_mask[..., None].astype(np.float32)
             pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
             out[indices] = pooled / np.clip(norms, 1e-12, None)

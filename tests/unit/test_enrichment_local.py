@@ -75,7 +75,7 @@ def test_every_real_sample_email_gets_summary_taxonomy_tags_and_unit_vector_in_i
     assert [e.message_id for e in enrichments] == [item.message_id for item in sample_inputs]
     for enrichment in enrichments:
         assert_complete(enrichment, local_enricher)
-    assert local_enricher.model_name == "local:all-MiniLM-L6-v2:onnx-fp32"
+    assert local_enricher.model_name == "local:all-MiniLM-L6-v2:onnx-int8mix"
 
 
 def test_bank_statement_is_nearer_a_bank_balance_query_than_a_football_query(local_enricher):

@@ -6,6 +6,7 @@ import json
 import mailbox
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,19 +60,46 @@ def _encoder(model_path: Path, *, can_rebuild: bool) -> OnnxSentenceEncoder:
         batch_size=ENCODE_BATCH_SIZE,
         threads=1,
         model_path=model_path,
+        precision="fp32",  # model_copy is the fp32 export
         can_rebuild=can_rebuild,
     )
 
 
-def test_onnx_and_torch_embed_every_sample_mailbox_message_to_within_cosine_0_98(sample_texts):
-    onnx_vectors = OnnxSentenceEncoder(
-        max_seq_length=MAX_SEQ_LENGTH, batch_size=ENCODE_BATCH_SIZE, threads=2
-    ).encode(sample_texts)
-    torch_vectors = TorchSentenceEncoder().encode(sample_texts)
+def _disable_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to open a connection fails, as on a machine without network."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def network_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    _disable_network(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def torch_sample_vectors(sample_texts) -> np.ndarray:
+    """The sample mailbox embedded by the torch runtime, offline (once for both ONNX precisions)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _disable_network(monkeypatch)
+        return TorchSentenceEncoder().encode(sample_texts)
+
+
+@pytest.mark.parametrize("precision", ["int8mix", "fp32"])
+def test_onnx_and_torch_embed_every_sample_mailbox_message_to_within_cosine_0_98_offline(
+    sample_texts, torch_sample_vectors, network_disabled, precision
+):
+    onnx = LocalEnricher(settings=Settings(local_backend="onnx", local_onnx_precision=precision))
+    onnx_vectors = onnx._encoder.encode(sample_texts)
+    torch_vectors = torch_sample_vectors
 
     cosines = np.sum(onnx_vectors * torch_vectors, axis=1)
     assert len(cosines) == 300
     assert cosines.min() >= 0.98
+    assert cosines.mean() >= 0.99
     assert np.linalg.norm(onnx_vectors, axis=1) == pytest.approx(np.ones(len(sample_texts)), abs=1e-4)
 
 
@@ -103,7 +131,11 @@ def test_enriching_with_the_onnx_backend_never_imports_torch_or_sentence_transfo
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert report == {"model": "local:all-MiniLM-L6-v2:onnx-fp32", "vectors": [384, 384, 384], "loaded": []}
+    assert report == {
+        "model": "local:all-MiniLM-L6-v2:onnx-int8mix",
+        "vectors": [384, 384, 384],
+        "loaded": [],
+    }
 
 
 def test_corrupt_onnx_file_is_rebuilt_from_the_packaged_weights_before_use(model_copy):
@@ -130,6 +162,20 @@ def test_corrupt_onnx_file_without_torch_fails_with_one_line_naming_the_export_c
     assert "corrupt" in message
 
 
+def test_missing_default_onnx_file_is_quantised_again_from_the_fp32_export(model_copy):
+    missing = model_copy.with_name("all-MiniLM-L6-v2-int8mix.onnx")  # model_copy is its fp32 source
+    assert not missing.exists()
+    encoder = OnnxSentenceEncoder(
+        max_seq_length=MAX_SEQ_LENGTH, batch_size=8, threads=1, model_path=missing, can_rebuild=True
+    )
+
+    [vector] = encoder.encode(["Your invoice is attached"])
+
+    assert is_valid(missing)
+    assert json.loads(manifest_path(missing).read_text())["precision"] == "int8mix"
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
+
+
 def test_missing_onnx_file_without_torch_fails_instead_of_falling_back_to_torch(tmp_path):
     with pytest.raises(FatalError, match="missing"):
         _encoder(tmp_path / "absent.onnx", can_rebuild=False).encode(["hello"])
@@ -137,6 +183,7 @@ def test_missing_onnx_file_without_torch_fails_instead_of_falling_back_to_torch(
 
 def test_onnx_is_the_default_local_backend_and_torch_is_selected_by_the_environment():
     assert Settings().local_backend == "onnx"
+    assert LocalEnricher(settings=Settings()).model_name == "local:all-MiniLM-L6-v2:onnx-int8mix"
     assert Settings.from_env({}).local_backend == "onnx"
     assert Settings.from_env({"EMAILSYNC_LOCAL_BACKEND": "torch"}).local_backend == "torch"
     assert LocalEnricher(settings=Settings(local_backend="torch")).model_name == (
@@ -158,6 +205,8 @@ def test_fp32_onnx_and_torch_vectors_are_compatible_but_other_models_are_not():
     assert compatible(onnx, torch)
     assert compatible("local:all-MiniLM-L6-v2", onnx)  # stored before the runtime was named
     assert not compatible("local:all-MiniLM-L6-v2:onnx-int8", torch)
+    assert not compatible("local:all-MiniLM-L6-v2:onnx-int8mix", torch)
+    assert not compatible("local:all-MiniLM-L6-v2:onnx-int8mix", "local:all-MiniLM-L6-v2:onnx-int8")
     assert not compatible("openai:gpt-4o-mini+text-embedding-3-small", onnx)
 
 
