@@ -8,20 +8,13 @@ once per session.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import requests
-
-from emailsync.local.processes import free_port, stop_process_group
+from emailsync.local.processes import EmulatorProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIREBASE_CLI_CANDIDATES = (REPO_ROOT / "web" / "node_modules" / ".bin" / "firebase",)
@@ -45,28 +38,24 @@ def find_firebase_cli() -> Path:
     )
 
 
-class AuthEmulator:
+class AuthEmulator(EmulatorProcess):
     """A running Auth emulator: `with AuthEmulator(project) as auth: ...` or `start()` / `stop()`."""
 
+    label = "Auth emulator"
+    work_dir_prefix = "auth-emulator-"
+    poll_interval = 0.2
+
     def __init__(self, project: str = "omnibutler-local", port: int | None = None) -> None:
+        super().__init__(port)
         self.project = project
-        self.port = port or free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._work_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._session = requests.Session()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}"
-
-    def start(self, timeout: float = 60.0) -> AuthEmulator:
+    def _command(self) -> list[str]:
         cli = find_firebase_cli()
-        node = shutil.which("node")
-        if not node:
+        if not shutil.which("node"):
             raise AuthEmulatorNotFoundError("node (20+) is needed for the Firebase Auth emulator")
-        self._work_dir = tempfile.TemporaryDirectory(prefix="auth-emulator-")
-        work = Path(self._work_dir.name)
+        return [str(cli), "emulators:start", "--only", "auth", "--project", self.project]
+
+    def _prepare(self, work_dir: Path) -> dict[str, Any]:
         config = {
             "emulators": {
                 "auth": {"host": "127.0.0.1", "port": self.port},
@@ -75,62 +64,18 @@ class AuthEmulator:
                 "ui": {"enabled": False},
             }
         }
-        (work / "firebase.json").write_text(json.dumps(config))
-        log = (work / "emulator.log").open("wb")
+        (work_dir / "firebase.json").write_text(json.dumps(config))
         env = os.environ | {
-            "HOME": str(work),  # no firebase-tools config or update checks in the real home
+            "HOME": str(work_dir),  # no firebase-tools config or update checks in the real home
             "FIREBASE_CLI_EXPERIMENTS": "",
             "NO_UPDATE_NOTIFIER": "1",
             "CI": "1",
         }
-        self._process = subprocess.Popen(
-            [str(cli), "emulators:start", "--only", "auth", "--project", self.project],
-            cwd=work,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: stop() kills node and anything it forks
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                tail = self.log_tail()
-                self.stop()
-                raise RuntimeError(f"Auth emulator exited early:\n{tail}")
-            with contextlib.suppress(requests.RequestException, ValueError):
-                body = self._session.get(self.base_url + "/", timeout=1).json()
-                if body.get("authEmulator", {}).get("ready"):
-                    return self
-            time.sleep(0.2)
-        tail = self.log_tail()
-        self.stop()
-        raise TimeoutError(f"Auth emulator not ready after {timeout}s:\n{tail}")
+        return {"cwd": work_dir, "env": env}
 
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        stop_process_group(process)
-        if self._work_dir is not None:
-            self._work_dir.cleanup()
-            self._work_dir = None
-
-    def __enter__(self) -> AuthEmulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        if self._work_dir is None:
-            return ""
-        try:
-            text = (Path(self._work_dir.name) / "emulator.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+    def _ready(self) -> bool:
+        body = self._session.get(self.base_url + "/", timeout=1).json()
+        return bool(body.get("authEmulator", {}).get("ready"))
 
     # ----------------------------------------------------------------------------- admin calls
 

@@ -6,18 +6,11 @@ It is started in its own process group on a free port and always stopped by whoe
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 
-import requests
-
-from emailsync.local.processes import free_port, stop_process_group
+from emailsync.local.processes import EmulatorProcess
 
 EMULATOR_JAR_CANDIDATES = (
     "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar",
@@ -42,48 +35,27 @@ def find_emulator_jar() -> Path:
     )
 
 
-class FirestoreEmulator:
+class FirestoreEmulator(EmulatorProcess):
     """A running emulator: `with FirestoreEmulator() as emu: ...` or `start()` / `stop()`."""
 
-    def __init__(self, port: int | None = None, rules_path: Path | str | None = None) -> None:
-        self.port = port or free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.rules_path = Path(rules_path) if rules_path else None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: tempfile._TemporaryFileWrapper[bytes] | None = None
-        self._session = requests.Session()
+    label = "Firestore emulator"
+    work_dir_prefix = "firestore-emulator-"
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}"
+    def __init__(self, port: int | None = None, rules_path: Path | str | None = None) -> None:
+        super().__init__(port)
+        self.rules_path = Path(rules_path) if rules_path else None
 
     # ----------------------------------------------------------------------------- lifecycle
 
-    def start(self, timeout: float = 60.0) -> FirestoreEmulator:
+    def _command(self) -> list[str]:
         java = shutil.which("java")
         if not java:
             raise EmulatorNotFoundError("java (17+) is needed for the Firestore emulator")
         jar = find_emulator_jar()
-        # Lives as long as the emulator process; closed (and deleted) by stop().
-        self._log_file = tempfile.NamedTemporaryFile(prefix="firestore-emulator-", suffix=".log")  # noqa: SIM115
-        self._process = subprocess.Popen(
-            [java, "-cp", str(jar), MAIN_CLASS, "start", "--host=127.0.0.1", f"--port={self.port}"],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: stop() kills the JVM and anything it forks
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"Firestore emulator exited early:\n{self.log_tail()}")
-            with contextlib.suppress(requests.RequestException):
-                if self._session.get(self.base_url + "/", timeout=1).text.strip() == "Ok":
-                    break
-            time.sleep(0.1)
-        else:
-            self.stop()
-            raise TimeoutError(f"Firestore emulator not ready after {timeout}s:\n{self.log_tail()}")
+        return [java, "-cp", str(jar), MAIN_CLASS, "start", "--host=127.0.0.1", f"--port={self.port}"]
+
+    def start(self, timeout: float = 60.0) -> FirestoreEmulator:
+        super().start(timeout)
         if self.rules_path:
             try:
                 self.load_rules(self.rules_path)
@@ -91,29 +63,6 @@ class FirestoreEmulator:
                 self.stop()
                 raise
         return self
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        stop_process_group(process)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    def __enter__(self) -> FirestoreEmulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        if self._log_file is None:
-            return ""
-        try:
-            return "\n".join(Path(self._log_file.name).read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     # ----------------------------------------------------------------------------- admin calls
 

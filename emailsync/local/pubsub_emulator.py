@@ -8,17 +8,10 @@ so clients configured with `PUBSUB_EMULATOR_HOST` reconnect to the new process.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 
-import requests
-
-from emailsync.local.processes import free_port, stop_process_group
+from emailsync.local.processes import EmulatorProcess
 
 EMULATOR_CANDIDATES = (
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
@@ -41,76 +34,20 @@ def find_pubsub_emulator() -> Path:
     )
 
 
-class PubSubEmulator:
+class PubSubEmulator(EmulatorProcess):
     """A running emulator: `with PubSubEmulator() as emu: ...` or `start()` / `stop()` / `restart()`."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: tempfile._TemporaryFileWrapper[bytes] | None = None
-        self._session = requests.Session()
+    label = "Pub/Sub emulator"
+    work_dir_prefix = "pubsub-emulator-"
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self, timeout: float = 60.0) -> PubSubEmulator:
-        executable = find_pubsub_emulator()
-        # Lives as long as the emulator process; closed (and deleted) by stop().
-        self._log_file = tempfile.NamedTemporaryFile(prefix="pubsub-emulator-", suffix=".log")  # noqa: SIM115
-        self._process = subprocess.Popen(
-            [str(executable), "--host=127.0.0.1", f"--port={self.port}"],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: stop() kills the launcher script and its JVM
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                log = self.log_tail()
-                self.stop()
-                raise RuntimeError(f"Pub/Sub emulator exited early:\n{log}")
-            with contextlib.suppress(requests.RequestException):
-                if self._session.get(self.base_url + "/", timeout=1).text.strip() == "Ok":
-                    return self
-            time.sleep(0.1)
-        log = self.log_tail()
-        self.stop()
-        raise TimeoutError(f"Pub/Sub emulator not ready after {timeout}s:\n{log}")
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        stop_process_group(process)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+    def _command(self) -> list[str]:
+        # The launcher script starts a JVM: the process group takes both down on stop().
+        return [str(find_pubsub_emulator()), "--host=127.0.0.1", f"--port={self.port}"]
 
     def restart(self, timeout: float = 60.0) -> PubSubEmulator:
         """Stop and start again on the same port; topics and subscriptions are gone afterwards."""
         self.stop()
         return self.start(timeout=timeout)
-
-    def __enter__(self) -> PubSubEmulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        if self._log_file is None:
-            return ""
-        try:
-            return "\n".join(Path(self._log_file.name).read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     def environ(self) -> dict[str, str]:
         """Environment variables that point google-cloud-pubsub clients (and child processes) here."""
