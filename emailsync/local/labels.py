@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 INBOX, UNREAD, STARRED, IMPORTANT = "INBOX", "UNREAD", "STARRED", "IMPORTANT"
 SENT, DRAFT, SPAM, TRASH, CHAT = "SENT", "DRAFT", "SPAM", "TRASH", "CHAT"
@@ -199,6 +199,14 @@ class Labels:
             if label_id not in label_ids:
                 label_ids.append(label_id)
         return tuple(label_ids)
+
+
+class LabelOptions(TypedDict, total=False):
+    """What `Labels.create` takes besides the name, for callers that pass them on."""
+
+    message_list_visibility: str | None
+    label_list_visibility: str | None
+    color: dict[str, str] | None
 
 
 _SEARCH_ALIASES = {"drafts": DRAFT, "chats": CHAT, "sent mail": SENT}

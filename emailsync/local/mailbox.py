@@ -25,9 +25,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
+from typing import Unpack
 
 from emailsync.local.history import ChangeListener, ChangeListeners, HistoryLog, HistoryRecord
-from emailsync.local.labels import TRASH, Label, Labels, apply_label_change
+from emailsync.local.labels import TRASH, Label, LabelOptions, Labels, apply_label_change
 from emailsync.local.mbox_reading import dated_entries, read_mbox
 from emailsync.local.message_index import MessageIndex
 from emailsync.local.stored_message import (
@@ -303,16 +304,11 @@ class Mailbox:
         self._history.append(HistoryRecord(self._history_id, message, deleted=True))
 
     # ------------------------------------------------------------------------------------- labels
-    def create_label(
-        self,
-        name: str,
-        message_list_visibility: str | None = "show",
-        label_list_visibility: str | None = "labelShow",
-        color: dict[str, str] | None = None,
-    ) -> Label:
-        """`labels.create`; ValueError for a bad request, LabelConflict for a name in use."""
+    def create_label(self, name: str, **options: Unpack[LabelOptions]) -> Label:
+        """`labels.create` (see `Labels.create`); ValueError for a bad request, LabelConflict for a
+        name in use."""
         with self._lock:
-            return self.labels.create(name, message_list_visibility, label_list_visibility, color)
+            return self.labels.create(name, **options)
 
     def label_list(self) -> list[Label]:
         with self._lock:

@@ -38,9 +38,9 @@ def labels_create(mailbox: Mailbox, params: dict[str, list[str]], body: bytes) -
     try:
         label = mailbox.create_label(
             name,
-            payload.get("messageListVisibility", "show"),
-            payload.get("labelListVisibility", "labelShow"),
-            color,
+            message_list_visibility=payload.get("messageListVisibility", "show"),
+            label_list_visibility=payload.get("labelListVisibility", "labelShow"),
+            color=color,
         )
     except LabelConflict:
         return error_response(409, "Label name exists or conflicts")
