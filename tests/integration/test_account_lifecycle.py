@@ -24,6 +24,7 @@ from emailsync.firestore.repositories import (
 )
 from emailsync.local.seed import connect_gmail, disconnect_gmail, seed_account
 from emailsync.models import EmailRecord, SyncMode, SyncStatus
+from emailsync.sweep import Outcome, Reason
 from flows.periodic_sync import periodic_email_sync
 from tests.fixtures.accounts import (
     RECONNECT_MESSAGE,
@@ -64,7 +65,9 @@ def test_revoked_grant_fails_one_sync_asking_to_reconnect_then_is_left_alone_unt
     # The hourly sweep, twice: nothing starts for this user, no new document.
     for _ in range(2):
         sweep = periodic_email_sync()
-        assert sweep.users == 0 and not sweep.completed and not sweep.failed
+        assert [(o.provider_user_id, o.outcome, o.reason) for o in sweep.outcomes] == [
+            ("pu-revoked", Outcome.SKIPPED, Reason.NEEDS_REAUTH)
+        ]
     assert [doc.syncId for doc in progress_docs(firestore_client, "pu-revoked")] == [failed.syncId]
 
     watcher = GmailConnectWatcher(firestore_client, launcher=InProcessLauncher(max_workers=1))
