@@ -41,8 +41,12 @@ def estimate_messages_since(run: SyncRun, bound: datetime) -> int:
 def find_backfill_start(
     run: SyncRun, now: datetime, bound: datetime | None, start_history_id: str
 ) -> BackfillCursor | None:
-    """The week window of the newest message (None: nothing to back-fill)."""
-    return start_cursor(_session(run).gmail, now=now, bound=bound, start_history_id=start_history_id)
+    """The week window of the newest message (None: nothing to back-fill), checkpointed at once."""
+    session = _session(run)
+    cursor = start_cursor(session.gmail, now=now, bound=bound, start_history_id=start_history_id)
+    if cursor is not None:
+        session.save_start(cursor)
+    return cursor
 
 
 @task(name="list-history-changes", cache_policy=NO_CACHE, **RETRY_POLICY)

@@ -327,6 +327,15 @@ class SyncSession:
         batch.wall_seconds += finished
         return batch
 
+    def save_start(self, cursor: BackfillCursor) -> None:
+        """Checkpoint a new backfill's first cursor before any batch is stored. A sync killed after
+        storing mail but before its first checkpoint then resumes with the same start historyId, and the
+        catch-up after the backfill still applies the changes made to what it had stored."""
+        if not self.sync_state.checkpoint(
+            self.provider_user_id, self.sync_id, cursor, self.lease_timeout_seconds
+        ):
+            self._lost_lease()
+
     def _lost_lease(self) -> None:
         active = self.sync_state.get(self.provider_user_id).active_sync_id
         raise LeaseHeldError(
