@@ -11,7 +11,6 @@ when the sync applies label changes.
 
 from __future__ import annotations
 
-import base64
 import os
 import random
 import statistics
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from emailsync.demo_push import insert_message
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "omnibutler-bench-push"
@@ -43,16 +44,7 @@ def _raw(n: int) -> bytes:
 
 
 def _insert(server: Any, raw: bytes) -> str:
-    """messages.insert through the API when the server has it, else the server's own delivery."""
-    response = requests.post(
-        f"{server.url}gmail/v1/users/me/messages",
-        json={"raw": base64.urlsafe_b64encode(raw).decode(), "labelIds": ["INBOX", "UNREAD"]},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=30,
-    )
-    if response.status_code == 200:
-        return str(response.json()["id"])
-    return server.add_message(raw, token=TOKEN)
+    return insert_message(server, TOKEN, raw)
 
 
 def _modify(server: Any, message_id: str) -> bool:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+from collections.abc import Callable
 from typing import Any
 
 from emailsync.local.gmail_server.query import _first, json_body
 from emailsync.local.gmail_server.responses import ApiResponse, _json, _not_found, no_content
 from emailsync.local.history import message_summary
 from emailsync.local.mailbox import Mailbox
+from emailsync.local.stored_message import StoredMessage
 
 _INTERNAL_DATE_SOURCES = ("receivedTime", "dateHeader")
 
@@ -78,18 +80,19 @@ def messages_batch_modify(mailbox: Mailbox, params: dict[str, list[str]], body: 
 def messages_trash(
     mailbox: Mailbox, params: dict[str, list[str]], body: bytes, message_id: str
 ) -> ApiResponse:
-    try:
-        message = mailbox.trash(message_id)
-    except KeyError:
-        return _not_found()
-    return ApiResponse(status=200, body=_json(message_summary(message)))
+    return _label_change_response(mailbox.trash, message_id)
 
 
 def messages_untrash(
     mailbox: Mailbox, params: dict[str, list[str]], body: bytes, message_id: str
 ) -> ApiResponse:
+    return _label_change_response(mailbox.untrash, message_id)
+
+
+def _label_change_response(change: Callable[[str], StoredMessage], message_id: str) -> ApiResponse:
+    """The changed message's summary (Gmail answers trash/untrash with it), 404 for an unknown id."""
     try:
-        message = mailbox.untrash(message_id)
+        message = change(message_id)
     except KeyError:
         return _not_found()
     return ApiResponse(status=200, body=_json(message_summary(message)))
