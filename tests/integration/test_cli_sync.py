@@ -1,7 +1,7 @@
 """`emailsync sync` as an operator runs it: real processes, no PREFECT_API_URL (so the machine's shared
-local Prefect server), the real emulator and the local Gmail server. Ten at once → one sync; a SIGKILL
-inside the Prefect slot → the next syncs start at once and end with exactly the mailbox; an unreachable
-Firestore → one line within seconds."""
+local Prefect server), the real emulator and the local Gmail server. Three at once → one sync (ten at
+once under `make soak`); a SIGKILL inside the Prefect slot → the next syncs start at once and end with
+exactly the mailbox; an unreachable Firestore → one line within seconds."""
 
 from __future__ import annotations
 
@@ -87,17 +87,24 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.timeout(600)  # ten Python processes importing Prefect on a small machine
-def test_ten_simultaneous_syncs_of_one_user_without_a_prefect_server_run_one_and_skip_nine(
-    firestore_client: firestore.Client, sample_mailbox, make_gmail_server, state_dir: Path, tmp_path: Path
-):
-    account = seed_account(firestore_client, provider_user_id="pu-ten", token="ten-token", gmail_active=True)
+def run_simultaneous_syncs(
+    count: int,
+    firestore_client: firestore.Client,
+    sample_mailbox,
+    make_gmail_server,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """`count` `emailsync sync` processes of one user started at once: one syncs, the others skip."""
+    account = seed_account(
+        firestore_client, provider_user_id=f"pu-{count}-at-once", token=f"{count}-token", gmail_active=True
+    )
     mailbox = small_mailbox(sample_mailbox, 10)
     server = make_gmail_server(mailbox, quota_units_per_second=FAST_QUOTA)
     environment = cli_environment(state_dir, server)
-    # Gmail holds every call until all ten have been decided: the one sync is still running meanwhile.
+    # Gmail holds every call until all of them have been decided: the one sync is still running meanwhile.
     server.pause()
-    logs = [tmp_path / f"sync-{n}.log" for n in range(10)]
+    logs = [tmp_path / f"sync-{n}.log" for n in range(count)]
     processes = [start_sync(account.provider_user_id, environment, log) for log in logs]
     try:
         wait_for(
@@ -106,10 +113,10 @@ def test_ten_simultaneous_syncs_of_one_user_without_a_prefect_server_run_one_and
                     bool((doc.details.model_extra or {}).get("skipped"))
                     for doc in docs(firestore_client, account)
                 )
-                == 9
+                == count - 1
             ),
             timeout=450,
-            what="nine skipped syncs",
+            what=f"{count - 1} skipped syncs",
         )
     finally:
         server.resume()
@@ -120,15 +127,30 @@ def test_ten_simultaneous_syncs_of_one_user_without_a_prefect_server_run_one_and
                 process.kill()
 
     outputs = [lines(log) for log in logs]
-    assert [process.returncode for process in processes] == [0] * 10, outputs
+    assert [process.returncode for process in processes] == [0] * count, outputs
     assert all(len(output) == 1 for output in outputs), outputs
     completed = [output[0] for output in outputs if " completed: " in output[0]]
     skipped = [output[0] for output in outputs if output[0].startswith("skipped: ")]
-    assert len(completed) == 1 and len(skipped) == 9, outputs
+    assert len(completed) == 1 and len(skipped) == count - 1, outputs
     assert "10 emails processed, 10 stored" in completed[0]
     assert EmailRepository(firestore_client).count(account.provider_user_id) == len(mailbox)
-    # one server for all ten
+    # one server for all of them
     assert len(list((state_dir / "prefect").glob("server.json"))) == 1
+
+
+@pytest.mark.timeout(300)
+def test_three_simultaneous_syncs_of_one_user_without_a_prefect_server_run_one_and_skip_two(
+    firestore_client: firestore.Client, sample_mailbox, make_gmail_server, state_dir: Path, tmp_path: Path
+):
+    run_simultaneous_syncs(3, firestore_client, sample_mailbox, make_gmail_server, state_dir, tmp_path)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(600)  # ten Python processes importing Prefect on a small machine
+def test_ten_simultaneous_syncs_of_one_user_without_a_prefect_server_run_one_and_skip_nine(
+    firestore_client: firestore.Client, sample_mailbox, make_gmail_server, state_dir: Path, tmp_path: Path
+):
+    run_simultaneous_syncs(10, firestore_client, sample_mailbox, make_gmail_server, state_dir, tmp_path)
 
 
 def docs(client: firestore.Client, account: SeededAccount):  # -> list[SyncProgress]

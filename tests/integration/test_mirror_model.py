@@ -9,8 +9,8 @@ completes, Firestore must equal Gmail: the ids of `messages.list`'s default answ
 every message enriched, and no message ever enriched twice (its `enrichment.enrichedAt` never changes
 once seen). Seeds alternate `EMAILSYNC_DELETED_MAIL=remove` and `keep`.
 
-`make test` runs a few seeds; `make soak` runs `SOAK_SEEDS` (default 50) more. A failure names its
-seed in the test id and in the assertion; rerun one with
+`make test` runs a few seeds; `make soak` runs `SOAK_SEEDS` (default 50) more, marked `soak`. A failure
+names its seed in the test id and in the assertion; rerun one with
 `MIRROR_SEEDS=17 pytest tests/integration/test_mirror_model.py`.
 """
 
@@ -55,12 +55,12 @@ INITIAL_MESSAGES = 24
 KEEP_LABELS = ("UNREAD", "STARRED", "IMPORTANT", "INBOX", "CATEGORY_PROMOTIONS")
 
 
-def _seeds() -> list[int]:
+def _seeds() -> list[Any]:
+    """The default seeds, plus `SOAK_SEEDS` more marked `soak` (run only under `-m soak`)."""
     if os.environ.get("MIRROR_SEEDS"):
         return [int(seed) for seed in os.environ["MIRROR_SEEDS"].split(",")]
-    if SOAK_SEEDS:
-        return list(range(1000, 1000 + SOAK_SEEDS))
-    return list(DEFAULT_SEEDS)
+    soaks = [pytest.param(seed, marks=pytest.mark.soak) for seed in range(1000, 1000 + SOAK_SEEDS)]
+    return [*DEFAULT_SEEDS, *soaks]
 
 
 # ------------------------------------------------------------------------------------------ harness
