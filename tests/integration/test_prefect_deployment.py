@@ -12,6 +12,10 @@ from typing import Any
 import pytest
 import requests
 from google.cloud import firestore
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.workers.process import ProcessWorker
 
 from deployments.push import PushSyncRunner
 from deployments.serve import PrefectServerProcess
@@ -64,6 +68,24 @@ def _finished_flow_run(api_url: str, flow_run_id: str) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+def create_process_work_pool(api_url: str, name: str) -> None:
+    """What `prefect work-pool create NAME --type process` does, without starting another CLI process."""
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        template = ProcessWorker.get_default_base_job_template()
+        client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
+
+
+def pause_every_schedule(api_url: str) -> None:
+    """What `prefect deployment schedule pause --all` does, without starting another CLI process."""
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        deployments = client.read_deployments()
+        for deployment in deployments:
+            for schedule in deployment.schedules:
+                client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+        paused = [schedule.active for d in client.read_deployments() for schedule in d.schedules]
+    assert deployments and not any(paused), deployments
+
+
 def test_connect_runs_the_email_sync_deployment_on_a_process_worker(
     firestore_client: firestore.Client,
     firestore_emulator: FirestoreEmulator,
@@ -79,9 +101,9 @@ def test_connect_runs_the_email_sync_deployment_on_a_process_worker(
         "EMAILSYNC_HOME": str(REPO_ROOT),  # the pull step's working directory on the worker
     }
     with PrefectServerProcess(tmp_path / "prefect-home") as server:
-        server.cli("work-pool", "create", POOL, "--type", "process")
+        create_process_work_pool(server.api_url, POOL)
         server.cli("deploy", "--all", cwd=REPO_ROOT, extra_env=flow_env)
-        server.cli("deployment", "schedule", "pause", "--all")  # the hourly fan-out stays out of this test
+        pause_every_schedule(server.api_url)  # the hourly fan-out stays out of this test
         server.start_worker(POOL, "worker-1", extra_env=flow_env)
         watcher = GmailConnectWatcher(firestore_client, launcher=DeploymentLauncher(api_url=server.api_url))
         watcher.start()
