@@ -280,7 +280,7 @@ def test_sync_killed_at_random_points_resumes_from_its_checkpoint_to_exactly_the
 
 
 def test_flaky_gmail_failing_one_call_in_ten_still_syncs_every_message(
-    firestore_client, account, sample_mailbox, make_gmail_server, sync_environment
+    firestore_client, account, sample_mailbox, make_gmail_server, sync_environment, quick_gmail_retries
 ):
     mailbox = small_mailbox(sample_mailbox, 60)
     server = make_gmail_server(

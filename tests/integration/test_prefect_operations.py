@@ -194,7 +194,7 @@ def test_a_failed_run_retried_from_the_prefect_ui_resumes_from_its_checkpoint_in
 
 
 def test_emailsync_log_lines_run_name_tags_and_the_end_of_run_artifact_are_in_prefect(
-    firestore_client, sample_mailbox, make_gmail_server, gmail_env
+    firestore_client, sample_mailbox, make_gmail_server, gmail_env, quick_gmail_retries
 ):
     account = seed_account(
         firestore_client, provider_user_id="pu-logs", token="logs-token", gmail_active=True
