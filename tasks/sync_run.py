@@ -17,13 +17,10 @@ from prefect.context import FlowRunContext
 from emailsync.config import get_settings
 from emailsync.enrichment import get_enricher
 from emailsync.errors import describe_error
+from emailsync.firestore.emails import EmailRepository
 from emailsync.firestore.progress import get_progress_writer
-from emailsync.firestore.repositories import (
-    CredentialsRepository,
-    EmailRepository,
-    ProviderUserRepository,
-    SyncStateRepository,
-)
+from emailsync.firestore.sync_state import SyncStateRepository
+from emailsync.firestore.users import CredentialsRepository, ProviderUserRepository
 from emailsync.gmail.client import GmailClient
 from emailsync.models import SyncTrigger
 from emailsync.reachability import check_firestore, check_gmail

@@ -30,6 +30,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from emailsync.config import get_settings
 from emailsync.errors import FatalError
 from emailsync.firestore.client import get_firestore_client
+from emailsync.firestore.documents import compare_and_set
 from emailsync.firestore.progress_lifecycle import (
     LEGAL_TRANSITIONS,
     REOPENABLE,
@@ -42,7 +43,6 @@ from emailsync.firestore.progress_lifecycle import (
     expire_at,
     stored_status,
 )
-from emailsync.firestore.repositories import compare_and_set
 from emailsync.models import SyncDetails, SyncMode, SyncProgress, SyncStatus, SyncTrigger
 
 __all__ = [

@@ -26,8 +26,9 @@ from emailsync.sync.progress_math import monotone_percent, percent_complete
 from emailsync.sync.writer import BackgroundEmailWriter
 
 if TYPE_CHECKING:
+    from emailsync.firestore.emails import EmailRepository
     from emailsync.firestore.progress import ProgressWriter
-    from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+    from emailsync.firestore.sync_state import SyncStateRepository
     from emailsync.gmail.client import GmailClient, GmailMessage
 
 # A batch is enriched and handed to the background writer in chunks of this size, so its writes

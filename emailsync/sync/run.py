@@ -29,7 +29,7 @@ from emailsync.sync.summary import SyncSummary
 
 if TYPE_CHECKING:
     from emailsync.firestore.progress import ProgressWriter
-    from emailsync.firestore.repositories import SyncStateRepository
+    from emailsync.firestore.sync_state import SyncStateRepository
     from emailsync.sync.pipeline import SyncSession
 
 __all__ = ["LeaseAttempt", "ProgressView", "SyncRun", "describe_error"]
