@@ -80,7 +80,6 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
     def connect() -> SyncSession:
         check_gmail(settings)  # an unreachable Gmail fails in seconds, with a failed document
         return SyncSession(
-            sync_id=sync_id,
             provider_user_id=provider_user_id,
             app_user_id=target.user.app_user_id,
             family_id=target.user.family_id,
@@ -93,10 +92,7 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
                 ),
             ),
             emails=EmailRepository(),
-            sync_state=run.sync_state,
-            progress=progress,
             enricher=get_enricher(settings),
-            lease_timeout_seconds=settings.lease_timeout_seconds,
         )
 
     run.connect_with(connect)

@@ -26,7 +26,7 @@ from emailsync.sync.windows import lookback_bound
 
 if TYPE_CHECKING:
     from emailsync.gmail.client import GmailProfile, HistoryChanges
-    from emailsync.sync.pipeline import Batch
+    from emailsync.sync.batch import Batch
     from emailsync.sync.run import SyncRun
 
 
