@@ -8,7 +8,7 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from emailsync.gmail.client import GmailProfile, HistoryChanges
+from emailsync.gmail.types import GmailProfile, HistoryChanges
 from emailsync.models import BackfillCursor
 from emailsync.sync.backfill import start_cursor
 from emailsync.sync.batch import Batch

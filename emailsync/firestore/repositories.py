@@ -1,4 +1,4 @@
-"""The repositories by one name, for callers that import them from here (e.g. `emailsync/cli.py`).
+"""The repositories by one name, for callers that import them from here (the CLI, `emailsync/cli/`).
 
 They live by collection family: `users.py`, `emails.py`, `sync_state.py`; shared pieces in
 `documents.py`. New code imports from those modules.

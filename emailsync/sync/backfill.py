@@ -16,7 +16,7 @@ from emailsync.sync.batch import Batch
 from emailsync.sync.windows import first_probe_before, window_for_newest
 
 if TYPE_CHECKING:
-    from emailsync.gmail.client import MessagePage
+    from emailsync.gmail.types import MessagePage
 
 
 class MailboxLister(Protocol):

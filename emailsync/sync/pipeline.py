@@ -25,7 +25,8 @@ from emailsync.sync.writer import BackgroundEmailWriter
 
 if TYPE_CHECKING:
     from emailsync.firestore.emails import EmailRepository
-    from emailsync.gmail.client import GmailClient, GmailMessage
+    from emailsync.gmail.client import GmailClient
+    from emailsync.gmail.types import GmailMessage
 
 # A batch is enriched and handed to the background writer in chunks of this size, so its writes
 # overlap the enrichment of the next chunk (a batch of 100: two chunks; chunks of 25 encoded ~7% slower).

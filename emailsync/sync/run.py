@@ -31,7 +31,7 @@ from emailsync.sync.summary import SyncSummary
 if TYPE_CHECKING:
     from emailsync.firestore.progress import ProgressWriter
     from emailsync.firestore.sync_state import SyncStateRepository
-    from emailsync.gmail.client import GmailMessage
+    from emailsync.gmail.types import GmailMessage
     from emailsync.sync.pipeline import SyncSession
 
 __all__ = ["LeaseAttempt", "ProgressView", "SyncRun", "describe_error"]

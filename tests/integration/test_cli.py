@@ -8,7 +8,8 @@ import pytest
 from google.cloud import firestore
 from typer.testing import CliRunner
 
-from emailsync.cli import EXIT_BAD_INPUT, app
+from emailsync.cli import app
+from emailsync.cli.console import EXIT_BAD_INPUT
 from emailsync.enrichment import get_enricher
 from emailsync.enrichment.base import EnrichmentInput
 from emailsync.firestore.emails import EmailRepository

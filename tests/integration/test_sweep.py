@@ -14,7 +14,8 @@ import pytest
 from google.cloud import firestore
 from typer.testing import CliRunner
 
-from emailsync.cli import EXIT_BAD_INPUT, app
+from emailsync.cli import app
+from emailsync.cli.console import EXIT_BAD_INPUT
 from emailsync.config import get_settings
 from emailsync.firestore.emails import EmailRepository
 from emailsync.firestore.progress import ProgressWriter

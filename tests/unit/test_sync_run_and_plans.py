@@ -14,7 +14,7 @@ from emailsync.errors import (
     RetriableError,
     describe_error,
 )
-from emailsync.gmail.client import GmailProfile, HistoryChange, HistoryChanges, HistoryPage
+from emailsync.gmail.types import GmailProfile, HistoryChange, HistoryChanges, HistoryPage
 from emailsync.models import BackfillCursor, SyncMode, SyncState, SyncTrigger, SyncWindow
 from emailsync.sync.batch import Batch
 from emailsync.sync.mirror import StoredState
