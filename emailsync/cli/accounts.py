@@ -20,7 +20,7 @@ def purge(
     or for a user who disconnected while no watcher was running.
     """
     from emailsync.firestore.client import get_firestore_client
-    from emailsync.firestore.repositories import ProviderUserRepository
+    from emailsync.firestore.users import ProviderUserRepository
     from emailsync.lifecycle import purge_provider_user
 
     require_provider_user(provider_user_id)

@@ -40,7 +40,7 @@ def configure_logging(verbose: bool = False) -> None:
 
 def require_provider_user(provider_user_id: str) -> None:
     from emailsync.firestore.client import get_firestore_client
-    from emailsync.firestore.repositories import ProviderUserRepository
+    from emailsync.firestore.users import ProviderUserRepository
 
     if ProviderUserRepository(get_firestore_client()).get(provider_user_id) is None:
         raise fail(

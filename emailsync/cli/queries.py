@@ -74,7 +74,7 @@ def search(
     require_provider_user(provider_user_id)
     from emailsync.enrichment import get_enricher
     from emailsync.firestore.client import get_firestore_client
-    from emailsync.firestore.repositories import EmailRepository
+    from emailsync.firestore.emails import EmailRepository
 
     enricher = get_enricher()
     vector = enricher.embed_query(query)
@@ -120,7 +120,7 @@ def incompatible_models_note(results: list[EmailRecord], query_model: str) -> st
 
 
 def _score(record: EmailRecord) -> str:
-    from emailsync.firestore.repositories import cosine_similarity
+    from emailsync.firestore.emails import cosine_similarity
 
     similarity = cosine_similarity(record)
     return f"{similarity:.3f}" if similarity is not None else "-"
