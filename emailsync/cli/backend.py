@@ -91,6 +91,7 @@ def sweep(
     """One run of the periodic sweep (every connected user, now): sync only those that need it."""
     if shard_count < 1 or not 0 <= shard_index < shard_count:
         raise fail(f"--shard-index must be in 0..{shard_count - 1} and --shard-count at least 1")
+    _use_local_prefect_server()
     configure_logging()
     from flows.periodic_sync import periodic_email_sync
 

@@ -1,7 +1,8 @@
 """`emailsync sync` as an operator runs it: real processes, no PREFECT_API_URL (so the machine's shared
 local Prefect server), the real emulator and the local Gmail server. Three at once → one sync (ten at
 once under `make soak`); a SIGKILL inside the Prefect slot → the next syncs start at once and end with
-exactly the mailbox; an unreachable Firestore → one line within seconds."""
+exactly the mailbox; an unreachable Firestore → one line within seconds; `emailsync sweep` uses the
+same shared server."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import pytest
 import requests
 from google.cloud import firestore
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
@@ -241,6 +244,42 @@ def test_an_unreachable_firestore_fails_within_seconds_with_one_line(state_dir: 
     assert time.monotonic() - started < 15
     output = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert output == [f"sync failed: Firestore emulator at 127.0.0.1:{port} is unreachable"]
+
+
+def test_a_sweep_without_a_prefect_server_reports_to_the_shared_local_server(
+    firestore_client: firestore.Client, sample_mailbox, gmail_server: GmailApiServer, state_dir: Path
+):
+    """`emailsync sweep` finds the shared server as `emailsync sync` does (an idle user: no sync)."""
+    account = seed_account(firestore_client, provider_user_id="pu-swept", token="swept", gmail_active=True)
+    gmail_server.add_mailbox("swept", small_mailbox(sample_mailbox, 2))
+    history_id = str(gmail_server.mailbox_for("swept").history_id)
+    firestore_client.collection("syncState").document(account.provider_user_id).set(
+        {"backfillCompleted": True, "lastHistoryId": history_id, "backfillCursor": None}
+    )
+
+    result = subprocess.run(
+        [EMAILSYNC, "sweep"],
+        cwd=REPO_ROOT,
+        env=cli_environment(state_dir, gmail_server),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line for line in result.stdout.splitlines() if ":" in line][-4:] == [
+        "idle: 1",
+        "started: 0",
+        "skipped: 0",
+        "failed: 0",
+    ]
+    info = SharedPrefectServer(state_dir / "prefect").info()
+    assert info is not None
+    with temporary_settings({PREFECT_API_URL: info.api_url}), get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["periodic-email-sync"]))
+        )
+    assert [run.state_type for run in runs] == [StateType.COMPLETED]
 
 
 def test_the_shared_server_is_stopped_by_command_or_when_idle_and_a_restart_frees_orphaned_slots(

@@ -143,6 +143,7 @@ def test_a_sweep_of_idle_users_never_imports_torch_or_onnxruntime(
     gmail_server: GmailApiServer,
     prefect_server: Any,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ):
     gmail_server.configure(quota_units_per_second=0)
     for n in range(3):
@@ -177,8 +178,12 @@ def test_a_sweep_of_idle_users_never_imports_torch_or_onnxruntime(
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report == {"counts": {"idle": 3, "started": 0, "skipped": 0, "failed": 0}, "heavy": []}
     # `emailsync sweep` prints one line per outcome category; a shard outside the fleet is bad input.
+    # (PREFECT_API_URL: the session's server, not the machine's shared local one; test_cli_sync.py
+    # runs `emailsync sweep` without it.)
     monkeypatch.setenv("GMAIL_API_ENDPOINT", gmail_server.url)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
     get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
     output = CliRunner().invoke(app, ["sweep"])
     assert output.exit_code == 0, output.output
     assert [line for line in output.output.splitlines() if ":" in line][-4:] == [
