@@ -150,6 +150,29 @@ def test_corrupt_onnx_file_is_rebuilt_from_the_packaged_weights_before_use(model
     assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_model_file_overwritten_in_place_after_a_verified_start_is_found_corrupt(model_copy):
+    assert is_valid(model_copy)  # hashed once; later starts trust the recorded size and time
+    with model_copy.open("r+b") as handle:
+        handle.seek(1 << 20)
+        handle.write(b"\xff" * 64)
+
+    assert not is_valid(model_copy)
+
+
+def test_batches_encoded_side_by_side_give_the_same_vectors_as_one_batch_at_a_time(sample_texts):
+    texts = sample_texts[:60]
+
+    def encoder(threads: int) -> OnnxSentenceEncoder:
+        return OnnxSentenceEncoder(
+            max_seq_length=MAX_SEQ_LENGTH, batch_size=4, threads=threads, can_rebuild=False
+        )
+
+    side_by_side = encoder(2).encode(texts)
+    one_at_a_time = encoder(1).encode(texts)
+
+    np.testing.assert_allclose(side_by_side, one_at_a_time, atol=1e-6)
+
+
 def test_corrupt_onnx_file_without_torch_fails_with_one_line_naming_the_export_command(model_copy):
     model_copy.write_bytes(model_copy.read_bytes()[: 1 << 20])  # a truncated copy
 
