@@ -228,13 +228,12 @@ def run() -> dict[str, object]:
     query_ms = (time.perf_counter() - began) / 20 * 1000
 
     tag_counts = Counter(tag for result in results["onnx"] for tag in result.tags)
-    return {
+    figures: dict[str, object] = {
         "backends": {name: enricher.model_name for name, enricher in enrichers.items()},
         "messages": len(inputs),
         "batch_size": BATCH_SIZE,
         "cores": usable_cpu_count(),
         "load_average_at_start": load_at_start,
-        "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
         "model_load_seconds": load_seconds,
         "messages_per_second": {name: round(rate, 1) for name, rate in rates.items()},
         "onnx_to_torch_speedup": round(rates["onnx"] / rates["torch"], 2),
@@ -265,6 +264,8 @@ def run() -> dict[str, object]:
         "tag_counts": dict(tag_counts.most_common()),
         "tag_quality": tag_quality(onnx),
     }
+    figures["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
+    return figures
 
 
 if __name__ == "__main__":
