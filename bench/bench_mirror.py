@@ -95,7 +95,7 @@ def run() -> dict[str, Any]:
     from emailsync.config import get_settings
     from emailsync.enrichment import get_enricher
     from emailsync.firestore.client import get_firestore_client, temporary_environment
-    from emailsync.firestore.repositories import EmailRepository
+    from emailsync.firestore.emails import EmailRepository
     from emailsync.local.firestore_emulator import FirestoreEmulator
     from emailsync.local.gmail_server.server import GmailApiServer
     from emailsync.local.seed import seed_account

@@ -162,7 +162,7 @@ class _Timeline:
 
     @contextmanager
     def recording(self) -> Iterator[_Timeline]:
-        from emailsync.firestore.repositories import EmailRepository
+        from emailsync.firestore.emails import EmailRepository
         from emailsync.sync.pipeline import SyncSession
 
         original_fetch, original_upsert = SyncSession.fetch_backfill_batch, EmailRepository.upsert_many

@@ -24,7 +24,8 @@ from emailsync.config import get_settings
 from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.progress import get_progress_writer
-from emailsync.firestore.repositories import ProviderUserRepository, SyncStateRepository
+from emailsync.firestore.sync_state import SyncStateRepository
+from emailsync.firestore.users import ProviderUserRepository
 from emailsync.lifecycle.rules import automatic_sync_blocked
 from emailsync.models import SyncTrigger
 from emailsync.push.coalesce import RunOutcome, SyncCoalescer

@@ -377,7 +377,7 @@ def _print_results(
 
 def _print_search(client: firestore.Client, provider_user_id: str, console: Console, query: str) -> None:
     from emailsync.enrichment import get_enricher
-    from emailsync.firestore.repositories import EmailRepository, cosine_similarity
+    from emailsync.firestore.emails import EmailRepository, cosine_similarity
 
     vector = get_enricher().embed_query(query)
     results = EmailRepository(client).find_nearest(provider_user_id, vector, limit=3)

@@ -27,7 +27,8 @@ from pydantic import BaseModel, Field
 
 from emailsync.config import Settings, get_settings
 from emailsync.errors import HistoryExpiredError, describe_error
-from emailsync.firestore.repositories import SYNC_STATE, CredentialsRepository
+from emailsync.firestore.documents import SYNC_STATE
+from emailsync.firestore.users import CredentialsRepository
 from emailsync.gmail.settings import RetryPolicy
 from emailsync.gmail.watch import GmailWatchClient
 from emailsync.lifecycle.rules import automatic_sync_blocked

@@ -24,7 +24,7 @@ from emailsync.config import get_settings
 from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
 from emailsync.firestore.client import get_firestore_client
 from emailsync.firestore.progress import get_progress_writer
-from emailsync.firestore.repositories import ProviderUserRepository
+from emailsync.firestore.users import ProviderUserRepository
 from emailsync.models import ProviderUser, SyncTrigger
 from emailsync.sweep import Outcome, Reason, Sweep, SweepResult
 from emailsync.sync.ids import new_sync_id

@@ -8,11 +8,12 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from emailsync.gmail.client import GmailProfile, HistoryChanges
+from emailsync.gmail.types import GmailProfile, HistoryChanges
 from emailsync.models import BackfillCursor
 from emailsync.sync.backfill import start_cursor
+from emailsync.sync.batch import Batch
 from emailsync.sync.mirror import StoredState
-from emailsync.sync.pipeline import Batch, SyncSession
+from emailsync.sync.pipeline import SyncSession
 from emailsync.sync.plan import BatchRequest
 from emailsync.sync.run import SyncRun
 from tasks.common import RETRY_POLICY
@@ -41,11 +42,14 @@ def estimate_messages_since(run: SyncRun, bound: datetime) -> int:
 def find_backfill_start(
     run: SyncRun, now: datetime, bound: datetime | None, start_history_id: str
 ) -> BackfillCursor | None:
-    """The week window of the newest message (None: nothing to back-fill), checkpointed at once."""
-    session = _session(run)
-    cursor = start_cursor(session.gmail, now=now, bound=bound, start_history_id=start_history_id)
+    """The week window of the newest message (None: nothing to back-fill), checkpointed at once.
+
+    Checkpointed before any batch is stored: a sync killed after storing mail but before its first
+    checkpoint then resumes with the same start historyId, and the catch-up after the backfill still
+    applies the changes made to what it had stored."""
+    cursor = start_cursor(_session(run).gmail, now=now, bound=bound, start_history_id=start_history_id)
     if cursor is not None:
-        session.save_start(cursor)
+        run.checkpoint(cursor)
     return cursor
 
 
@@ -85,21 +89,21 @@ def read_all_stored_states(run: SyncRun) -> dict[str, StoredState]:
 @task(name="fetch-email-batch", cache_policy=NO_CACHE, **RETRY_POLICY)
 def fetch_email_batch(run: SyncRun, request: BatchRequest) -> Batch:
     """List the next backfill batch from the request's cursor (or take its ids) and download the
-    messages not stored yet; the messages wait in the run, the handle travels.
+    messages not stored yet; the messages wait in the run, the batch travels.
 
     Runs one batch ahead of `process_email_batch`, so the quota-bound download of batch N+1 overlaps
     the CPU-bound enrichment of batch N.
     """
     session = _session(run)
     if request.step is not None:
-        fetched = session.fetch_mirror_batch(request.step)
+        batch, messages = session.fetch_mirror_batch(request.step)
     elif request.cursor is not None:
-        fetched = session.fetch_backfill_batch(
+        batch, messages = session.fetch_backfill_batch(
             request.cursor, batch_size=request.batch_size, bound=request.bound
         )
     else:
-        fetched = session.fetch_ids(list(request.ids))
-    return run.park(fetched)
+        batch, messages = session.fetch_ids(list(request.ids))
+    return run.park(batch, messages)
 
 
 class PlanningTasks:

@@ -16,7 +16,7 @@ from typing import Any
 from prefect import Task
 from prefect.futures import PrefectFuture
 
-from emailsync.sync.pipeline import Batch
+from emailsync.sync.batch import Batch
 from emailsync.sync.plan import BatchRequest, SyncPlan
 from emailsync.sync.run import SyncRun
 

@@ -9,11 +9,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from emailsync.errors import FatalError
-from emailsync.firestore.repositories import (
-    CredentialsRepository,
-    ProviderUserRepository,
-    SyncStateRepository,
-)
+from emailsync.firestore.sync_state import SyncStateRepository
+from emailsync.firestore.users import CredentialsRepository, ProviderUserRepository
 from emailsync.models import ProviderCredentials, ProviderUser
 from emailsync.sync.run import LeaseAttempt, SyncRun
 from tasks.common import RETRY_POLICY

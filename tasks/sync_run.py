@@ -17,13 +17,10 @@ from prefect.context import FlowRunContext
 from emailsync.config import get_settings
 from emailsync.enrichment import get_enricher
 from emailsync.errors import describe_error
+from emailsync.firestore.emails import EmailRepository
 from emailsync.firestore.progress import get_progress_writer
-from emailsync.firestore.repositories import (
-    CredentialsRepository,
-    EmailRepository,
-    ProviderUserRepository,
-    SyncStateRepository,
-)
+from emailsync.firestore.sync_state import SyncStateRepository
+from emailsync.firestore.users import CredentialsRepository, ProviderUserRepository
 from emailsync.gmail.client import GmailClient
 from emailsync.models import SyncTrigger
 from emailsync.reachability import check_firestore, check_gmail
@@ -83,7 +80,6 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
     def connect() -> SyncSession:
         check_gmail(settings)  # an unreachable Gmail fails in seconds, with a failed document
         return SyncSession(
-            sync_id=sync_id,
             provider_user_id=provider_user_id,
             app_user_id=target.user.app_user_id,
             family_id=target.user.family_id,
@@ -96,10 +92,7 @@ def open_sync_run(provider_user_id: str, trigger: str, sync_id: str | None) -> S
                 ),
             ),
             emails=EmailRepository(),
-            sync_state=run.sync_state,
-            progress=progress,
             enricher=get_enricher(settings),
-            lease_timeout_seconds=settings.lease_timeout_seconds,
         )
 
     run.connect_with(connect)

@@ -4,12 +4,12 @@ enrichment kept aside while it may come back), and the enrichments kept aside.""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.cloud import firestore
 
-from emailsync.firestore.limits import MAX_BATCH_WRITES, MAX_GET_ALL_REFS
+from emailsync.firestore.limits import MAX_BATCH_WRITES, MAX_GET_ALL_REFS, chunks
 from emailsync.models import label_flags
 from emailsync.sync.mirror import StoredState
 
@@ -31,11 +31,6 @@ def _stored_state(data: dict[str, Any]) -> StoredState:
     )
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class MirrorWrites:
     """Needs `client` and `_emails(provider_user_id)` (EmailRepository has both)."""
 
@@ -53,7 +48,7 @@ class MirrorWrites:
         """What is stored for those of `ids` that have a document (tombstones included)."""
         emails = self._emails(provider_user_id)
         states: dict[str, StoredState] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), MAX_GET_ALL_REFS):
+        for chunk in chunks(list(dict.fromkeys(ids)), MAX_GET_ALL_REFS):
             refs = [emails.document(message_id) for message_id in chunk]
             for snapshot in self.client.get_all(refs, field_paths=list(STATE_FIELDS)):
                 if snapshot.exists:
@@ -112,7 +107,7 @@ class MirrorWrites:
         """Enrichments kept aside for `ids` (removed while in the trash or spam), by id."""
         kept = self._kept(provider_user_id)
         found: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), MAX_GET_ALL_REFS):
+        for chunk in chunks(list(dict.fromkeys(ids)), MAX_GET_ALL_REFS):
             for snapshot in self.client.get_all([kept.document(message_id) for message_id in chunk]):
                 if snapshot.exists:
                     found[snapshot.id] = snapshot.to_dict() or {}
@@ -125,7 +120,7 @@ class MirrorWrites:
     def _enrichments(self, provider_user_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         emails = self._emails(provider_user_id)
         found: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(ids, MAX_GET_ALL_REFS):
+        for chunk in chunks(ids, MAX_GET_ALL_REFS):
             refs = [emails.document(message_id) for message_id in chunk]
             for snapshot in self.client.get_all(refs, field_paths=list(ENRICHMENT_FIELDS)):
                 data = snapshot.to_dict() if snapshot.exists else None
@@ -137,7 +132,7 @@ class MirrorWrites:
         self, writes: Sequence[tuple[Any, dict[str, Any] | None]], *, existing_only: bool = False
     ) -> None:
         """Merge-writes (None: delete) in commits of at most `MAX_BATCH_WRITES`."""
-        for chunk in _chunks(writes, MAX_BATCH_WRITES):
+        for chunk in chunks(writes, MAX_BATCH_WRITES):
             batch = self.client.batch()
             for reference, fields in chunk:
                 if fields is None:

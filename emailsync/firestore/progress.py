@@ -12,12 +12,15 @@ folding in any update still waiting.
 Every write re-reads the stored status and is conditioned on it being unchanged (compare-and-set), so a
 sync that another process already finished (or failed) stays finished, unless a retry of its own flow
 run reopens it (`create_pending(..., reopen=True)`).
+
+Beside it, each with one job: `progress_lifecycle.py` (the rules and `expireAt`), `progress_documents.py`
+(what is written, shaped), `progress_coalescing.py` (per-document state between writes) and
+`progress_stale.py` (finding pending documents whose run never started).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -25,40 +28,38 @@ from functools import lru_cache
 from typing import Any
 
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
 from emailsync.config import get_settings
 from emailsync.errors import FatalError
 from emailsync.firestore.client import get_firestore_client
+from emailsync.firestore.documents import compare_and_set
+from emailsync.firestore.progress_coalescing import DocumentState, DocumentStates
+from emailsync.firestore.progress_documents import (
+    details_fields,
+    error_text,
+    pending_document,
+    reopened_fields,
+    skip_details,
+    start_details,
+)
 from emailsync.firestore.progress_lifecycle import (
-    LEGAL_TRANSITIONS,
     REOPENABLE,
-    DocumentState,
     IllegalTransitionError,
     SyncProgressNotFoundError,
     check_transition,
     clamp_progress,
-    details_fields,
     expire_at,
     stored_status,
 )
-from emailsync.firestore.repositories import compare_and_set
-from emailsync.models import SyncDetails, SyncMode, SyncProgress, SyncStatus, SyncTrigger
+from emailsync.firestore.progress_stale import stale_pending_ids, start_timeout_reason
+from emailsync.models import SyncMode, SyncProgress, SyncStatus, SyncTrigger
 
-__all__ = [
-    "LEGAL_TRANSITIONS",
-    "IllegalTransitionError",
-    "ProgressWriter",
-    "SyncProgressNotFoundError",
-    "check_transition",
-    "clamp_progress",
-    "get_progress_writer",
-]
+# The errors a write raises are part of the writer's API.
+__all__ = ["IllegalTransitionError", "ProgressWriter", "SyncProgressNotFoundError", "get_progress_writer"]
 
 logger = logging.getLogger(__name__)
 
 COLLECTION = SyncProgress.COLLECTION
-MAX_ERROR_CHARS = 4000
 # A coalesced update whose write keeps failing (Firestore unreachable) is retried this many times.
 MAX_DEFERRED_WRITE_ATTEMPTS = 5
 
@@ -69,8 +70,7 @@ class ProgressWriter:
     def __init__(self, client: firestore.Client | None = None, min_interval_seconds: float = 1.0) -> None:
         self._client = client
         self.min_interval_seconds = min_interval_seconds
-        self._states: dict[str, DocumentState] = {}
-        self._states_lock = threading.Lock()
+        self._states = DocumentStates()
 
     # ----------------------------------------------------------------------------- plumbing
 
@@ -81,15 +81,6 @@ class ProgressWriter:
 
     def _document(self, sync_id: str) -> firestore.DocumentReference:
         return self.client.collection(COLLECTION).document(sync_id)
-
-    def _state(self, sync_id: str) -> DocumentState:
-        with self._states_lock:
-            return self._states.setdefault(sync_id, DocumentState())
-
-    def _forget(self, sync_id: str, state: DocumentState) -> None:
-        with self._states_lock:
-            if self._states.get(sync_id) is state:
-                del self._states[sync_id]
 
     def _write_transition(
         self,
@@ -156,13 +147,10 @@ class ProgressWriter:
         state.failed_attempts = 0
 
     def _schedule(self, sync_id: str, state: DocumentState, delay: float) -> None:
-        state.cancel_timer()
-        generation = state.timer_generation
-        timer = threading.Timer(max(0.0, delay), self._on_timer, args=(sync_id, state, generation))
-        timer.name = f"progress-flush-{sync_id}"
-        timer.daemon = True
-        state.timer = timer
-        timer.start()
+        def on_timer(generation: int) -> None:
+            self._on_timer(sync_id, state, generation)
+
+        state.schedule(delay, on_timer, name=f"progress-flush-{sync_id}")
 
     def _on_timer(self, sync_id: str, state: DocumentState, generation: int) -> None:
         with state.lock:
@@ -212,21 +200,9 @@ class ProgressWriter:
         `IllegalTransitionError`.
         """
         document = self._document(sync_id)
-        now = datetime.now(UTC)
-        initial = SyncProgress(
-            syncId=sync_id,
-            appUserId=app_user_id,
-            familyId=family_id,
-            providerUserId=provider_user_id,
-            status=SyncStatus.PENDING,
-            progress=0,
-            startedAt=now,
-            updatedAt=now,
-            details=SyncDetails(trigger=SyncTrigger(trigger)),
-            expireAt=expire_at(SyncStatus.PENDING, now),
+        initial, data = pending_document(
+            sync_id, app_user_id, family_id, provider_user_id, trigger, datetime.now(UTC)
         )
-        data = {**initial.to_firestore(), "startedAt": firestore.SERVER_TIMESTAMP}
-        data["updatedAt"] = firestore.SERVER_TIMESTAMP
 
         def decide(snapshot: firestore.DocumentSnapshot) -> dict[str, Any] | None:
             if not snapshot.exists:
@@ -239,18 +215,9 @@ class ProgressWriter:
                 return {"updatedAt": firestore.SERVER_TIMESTAMP} if reopen else None
             if not (reopen and current in REOPENABLE):
                 raise IllegalTransitionError(sync_id, current, SyncStatus.PENDING)
-            attempt = int((stored.get("details") or {}).get("attempt") or 1) + 1
-            return {
-                "status": SyncStatus.PENDING.value,
-                "error": None,
-                "updatedAt": firestore.SERVER_TIMESTAMP,
-                "expireAt": expire_at(SyncStatus.PENDING, datetime.now(UTC)),
-                **details_fields(
-                    {"attempt": attempt, "previousError": stored.get("error"), "reopenedFrom": current}
-                ),
-            }
+            return reopened_fields(stored, current, datetime.now(UTC))
 
-        state = self._state(sync_id)
+        state = self._states.get(sync_id)
         with state.lock:
             created = compare_and_set(self.client, document, decide)
             if created:
@@ -269,15 +236,10 @@ class ProgressWriter:
         total_estimate: int | None = None,
     ) -> None:
         """pending → in_progress (or in_progress again when an interrupted sync resumes)."""
-        details: dict[str, Any] = {"mode": SyncMode(mode)}
-        if flow_run_id is not None:
-            details["flowRunId"] = flow_run_id
-        if total_estimate is not None:
-            details["emailsTotalEstimate"] = total_estimate
-        state = self._state(sync_id)
+        state = self._states.get(sync_id)
         with state.lock:
             state.cancel_timer()
-            state.pending_details.update(details_fields(details))
+            state.pending_details.update(start_details(mode, flow_run_id, total_estimate))
             self._write_in_progress(sync_id, state)
 
     def update(self, sync_id: str, progress: float, **details: Any) -> None:
@@ -286,7 +248,7 @@ class ProgressWriter:
         Written at once when the document was not written for `min_interval_seconds`, otherwise
         folded into one write at `last_write + min_interval_seconds`.
         """
-        state = self._state(sync_id)
+        state = self._states.get(sync_id)
         with state.lock:
             current = state.status or self._load_status(sync_id)
             state.status = current
@@ -313,11 +275,7 @@ class ProgressWriter:
 
     def fail(self, sync_id: str, error: str | BaseException, **details: Any) -> None:
         """→ failed with a human-readable `error`, written at once; progress stays where it got to."""
-        if isinstance(error, BaseException):
-            text = str(error).strip() or type(error).__name__
-        else:
-            text = error.strip() or "unknown error"
-        self._finish(sync_id, SyncStatus.FAILED, text[:MAX_ERROR_CHARS], details)
+        self._finish(sync_id, SyncStatus.FAILED, error_text(error), details)
 
     def skip(self, sync_id: str, active_sync_id: str | None, reason: str, **details: Any) -> None:
         """pending → skipped: this trigger found `active_sync_id` syncing the mailbox ("already syncing").
@@ -325,12 +283,7 @@ class ProgressWriter:
         Progress stays 0 and the status is its own, so neither the page nor any other reader takes the
         trigger for a finished sync; `details.skipped`, `skipReason` and `activeSyncId` say why.
         """
-        self._finish(
-            sync_id,
-            SyncStatus.SKIPPED,
-            None,
-            {**details, "skipped": True, "skip_reason": reason, "active_sync_id": active_sync_id},
-        )
+        self._finish(sync_id, SyncStatus.SKIPPED, None, skip_details(active_sync_id, reason, details))
 
     def fail_stale_pending(self, older_than_seconds: float | None = None) -> list[str]:
         """Fail every `pending` document whose run has not started within `older_than_seconds` (default:
@@ -343,26 +296,14 @@ class ProgressWriter:
         if timeout is None:
             timeout = get_settings().pending_start_timeout_seconds
         cutoff = datetime.now(UTC) - timedelta(seconds=timeout)
-        # Equality only (no composite index): pending documents are few.
-        query = self.client.collection(COLLECTION).where(
-            filter=FieldFilter("status", "==", SyncStatus.PENDING.value)
-        )
         failed: list[str] = []
-        for snapshot in query.stream():
-            data = snapshot.to_dict() or {}
-            updated = data.get("updatedAt")
-            if not isinstance(updated, datetime) or updated > cutoff:
-                continue
-            reason = (
-                f"the sync did not start within {timeout:.0f} s of being requested "
-                "(no worker picked up its flow run); a new trigger starts a new sync"
-            )
+        for sync_id in stale_pending_ids(self.client, cutoff):
             try:
-                self._finish_if_pending(snapshot.id, reason, cutoff)
+                self._finish_if_pending(sync_id, start_timeout_reason(timeout), cutoff)
             except IllegalTransitionError:
                 continue  # it started (or finished) meanwhile
-            failed.append(snapshot.id)
-            logger.warning("sync %s was still pending after %.0f s: marked failed", snapshot.id, timeout)
+            failed.append(sync_id)
+            logger.warning("sync %s was still pending after %.0f s: marked failed", sync_id, timeout)
         return failed
 
     def _finish_if_pending(self, sync_id: str, reason: str, cutoff: datetime) -> None:
@@ -373,16 +314,16 @@ class ProgressWriter:
                 raise IllegalTransitionError(sync_id, current, SyncStatus.FAILED)
             return {"progress": stored_progress, "error": reason, **details_fields({"startTimedOut": True})}
 
-        state = self._state(sync_id)
+        state = self._states.get(sync_id)
         with state.lock:
             self._write_transition(sync_id, SyncStatus.FAILED, fields, unchanged_since=cutoff)
             state.status = SyncStatus.FAILED
-        self._forget(sync_id, state)
+        self._states.forget(sync_id, state)
 
     def _finish(
         self, sync_id: str, target: SyncStatus, error: str | None, details: Mapping[str, Any]
     ) -> None:
-        state = self._state(sync_id)
+        state = self._states.get(sync_id)
         with state.lock:
             state.cancel_timer()
             pending_progress, pending_details = state.take_pending()
@@ -396,17 +337,12 @@ class ProgressWriter:
                 return {"progress": progress, "error": error, **all_details}
 
             self._write_tracked(sync_id, state, target, fields, (pending_progress, pending_details))
-        self._forget(sync_id, state)
+        self._states.forget(sync_id, state)
 
     def flush(self, sync_id: str | None = None) -> None:
         """Write waiting updates now (one sync, or all); e.g. before a worker shuts down."""
-        with self._states_lock:
-            if sync_id is None:
-                targets = list(self._states.items())
-            else:
-                targets = [(sync_id, self._states[sync_id])] if sync_id in self._states else []
         first_error: Exception | None = None
-        for target_id, state in targets:
+        for target_id, state in self._states.tracked(sync_id):
             with state.lock:
                 state.cancel_timer()
                 if not state.has_pending:

@@ -1,4 +1,5 @@
-"""The rules of a `syncProgress` document, apart from the writer that applies them (`progress.py`).
+"""The rules of a `syncProgress` document, apart from the writer that applies them (`progress.py`):
+the legal transitions and their errors, the progress bounds, and how long a document is kept (`expireAt`).
 
     pending ──> in_progress ──> completed
        │  │         │  ↺ (updates, resumed syncs)
@@ -12,20 +13,13 @@ kept. Every write stamps `expireAt`, the field of the Firestore TTL policy in `f
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any
-
-from google.cloud.firestore_v1.field_path import FieldPath
-from pydantic import BaseModel
-from pydantic.alias_generators import to_camel
 
 from emailsync.config import Settings, get_settings
 from emailsync.errors import FatalError
-from emailsync.models import FirestoreModel, SyncStatus
+from emailsync.models import SyncStatus
 
 LEGAL_TRANSITIONS: dict[SyncStatus, frozenset[SyncStatus]] = {
     SyncStatus.PENDING: frozenset(
@@ -81,57 +75,3 @@ def expire_at(status: SyncStatus, now: datetime, settings: Settings | None = Non
     if status in (SyncStatus.COMPLETED, SyncStatus.SKIPPED):
         return now + timedelta(days=settings.progress_retention_days)
     return now + timedelta(days=settings.failed_progress_retention_days)
-
-
-def stored_value(value: Any) -> Any:
-    """A details value as Firestore stores it (models by their camelCase names, enums by value)."""
-    if isinstance(value, FirestoreModel):
-        return value.to_firestore()
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="python")
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Mapping):
-        return {str(key): stored_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [stored_value(item) for item in value]
-    return value
-
-
-def details_fields(details: Mapping[str, Any]) -> dict[str, Any]:
-    """`details` keys (snake_case or camelCase) as field paths into the stored map, so they merge."""
-    return {FieldPath("details", to_camel(key)).to_api_repr(): stored_value(v) for key, v in details.items()}
-
-
-@dataclass
-class DocumentState:
-    """What a `ProgressWriter` knows about one progress document, guarded by `lock`."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    status: SyncStatus | None = None  # last status this process stored or read
-    last_write: float = float("-inf")  # time.monotonic() of the last write
-    pending_progress: int | None = None
-    pending_details: dict[str, Any] = field(default_factory=dict)  # camelCase field paths → values
-    timer: threading.Timer | None = None
-    timer_generation: int = 0
-    failed_attempts: int = 0
-
-    @property
-    def has_pending(self) -> bool:
-        return self.pending_progress is not None or bool(self.pending_details)
-
-    def take_pending(self) -> tuple[int | None, dict[str, Any]]:
-        pending = (self.pending_progress, self.pending_details)
-        self.pending_progress, self.pending_details = None, {}
-        return pending
-
-    def restore_pending(self, progress: int | None, details: dict[str, Any]) -> None:
-        if progress is not None:
-            self.pending_progress = max(progress, self.pending_progress or 0)
-        self.pending_details = {**details, **self.pending_details}
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.timer_generation += 1

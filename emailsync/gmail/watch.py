@@ -34,8 +34,9 @@ class GmailWatchClient(GmailClient):
 
         404 (history too old) raises `HistoryExpiredError`, as `list_history` does.
         """
-        request = self._history.list(userId="me", startHistoryId=str(start_history_id), maxResults=1)
-        data = self._call(request, self._costs.history_list, "history.list")
+        gmail = self._connection
+        request = gmail.history.list(userId="me", startHistoryId=str(start_history_id), maxResults=1)
+        data = gmail.call(request, gmail.costs.history_list, "history.list")
         return HistoryCheck(
             changed=bool(data.get("history")),
             history_id=str(data.get("historyId") or start_history_id),
@@ -47,7 +48,8 @@ class GmailWatchClient(GmailClient):
         if label_ids:
             body["labelIds"] = list(label_ids)
             body["labelFilterBehavior"] = "include"
-        data = self._call(self._users.watch(userId="me", body=body), self._costs.watch, "users.watch")
+        gmail = self._connection
+        data = gmail.call(gmail.users.watch(userId="me", body=body), gmail.costs.watch, "users.watch")
         expiration_ms = int(data.get("expiration") or 0)
         return WatchRegistration(
             history_id=str(data.get("historyId") or ""),
@@ -56,4 +58,5 @@ class GmailWatchClient(GmailClient):
 
     def stop_watch(self) -> None:
         """Stop the user's push notifications (no watch: nothing happens)."""
-        self._call(self._users.stop(userId="me"), self._costs.stop, "users.stop")
+        gmail = self._connection
+        gmail.call(gmail.users.stop(userId="me"), gmail.costs.stop, "users.stop")

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 
 from emailsync.errors import AuthorizationRevokedError, GmailDisconnectedError
-from emailsync.firestore.repositories import ProviderUserRepository
+from emailsync.firestore.users import ProviderUserRepository
 from emailsync.models import ProviderUser
 
 logger = logging.getLogger(__name__)

@@ -24,14 +24,9 @@ from pydantic import BaseModel
 
 from emailsync.config import get_settings
 from emailsync.errors import RetriableError
-from emailsync.firestore.repositories import (
-    EMAILS,
-    PROVIDER_USERS,
-    SYNC_STATE,
-    CredentialsRepository,
-    ProviderUserRepository,
-    SyncStateRepository,
-)
+from emailsync.firestore.documents import EMAILS, PROVIDER_USERS, SYNC_STATE
+from emailsync.firestore.sync_state import SyncStateRepository
+from emailsync.firestore.users import CredentialsRepository, ProviderUserRepository
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,9 @@ the same mbox always yields the same ids. Labels come from Takeout's `X-Gmail-La
 INBOX + UNREAD (mail as delivered).
 
 Changes (deliveries, inserts, label changes, trash, delete) each write one history record
-(`emailsync/local/history.py`) and then call the change listeners with the new historyId.
+(`emailsync/local/history.py`) and then call the change listeners with the new historyId. Building,
+forks, deliveries, listeners and history retention are here; label changes and deletions in
+`mailbox_changes.py` (`MailboxChanges`), the reads in `mailbox_reads.py` (`MailboxReads`).
 
 A `fork()` is another user's copy of the mailbox: it shares the (immutable) messages, keeps its own
 labels and history, and still receives what is delivered to the mailbox it was forked from
@@ -28,7 +30,9 @@ from pathlib import Path
 from typing import Unpack
 
 from emailsync.local.history import ChangeListener, ChangeListeners, HistoryLog, HistoryRecord
-from emailsync.local.labels import TRASH, Label, LabelOptions, Labels, apply_label_change
+from emailsync.local.labels import Label, LabelOptions, Labels
+from emailsync.local.mailbox_changes import MailboxChanges
+from emailsync.local.mailbox_reads import MailboxReads
 from emailsync.local.mbox_reading import dated_entries, read_mbox
 from emailsync.local.message_index import MessageIndex
 from emailsync.local.stored_message import (
@@ -44,10 +48,9 @@ __all__ = ["DEFAULT_EMAIL_ADDRESS", "INITIAL_HISTORY_ID", "Mailbox", "read_mbox"
 DEFAULT_EMAIL_ADDRESS = "me@example.com"
 # Gmail history ids are large opaque integers; starting above 0 keeps clients from relying on small values.
 INITIAL_HISTORY_ID = 100_000
-MAX_IDS_PER_BATCH = 1000  # batchModify / batchDelete, as Gmail's
 
 
-class Mailbox:
+class Mailbox(MailboxChanges, MailboxReads):
     """Gmail messages of one user, newest first, with labels and a monotonic history. Thread-safe.
 
     Build one with `Mailbox.from_mbox(path)` or `Mailbox.from_raw_messages([...])`. With
@@ -228,96 +231,12 @@ class Mailbox:
         self._listeners.notify(history_id)
         return message, headers
 
-    # ------------------------------------------------------------------------------ label changes
-    def modify(self, message_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> StoredMessage:
-        """`messages.modify`. KeyError for an unknown message, ValueError for an invalid label."""
-        add, remove = tuple(add), tuple(remove)
-        with self._lock:
-            self.labels.check(add + remove, modifiable=True)
-            message = self._messages.by_id[message_id]
-            changed = self._change_labels(message, add, remove)
-            history_id = self._history_id
-        if changed is not message:
-            self._listeners.notify(history_id)
-        return changed
-
-    def batch_modify(
-        self, message_ids: Iterable[str], add: Iterable[str] = (), remove: Iterable[str] = ()
-    ) -> None:
-        """`messages.batchModify`: one history record per message changed; unknown ids are skipped."""
-        ids, add, remove = _batch_ids(message_ids), tuple(add), tuple(remove)
-        with self._lock:
-            self.labels.check(add + remove, modifiable=True)
-            before = self._history_id
-            for message_id in ids:
-                if (message := self._messages.by_id.get(message_id)) is not None:
-                    self._change_labels(message, add, remove)
-            history_id = self._history_id
-        if history_id != before:
-            self._listeners.notify(history_id)
-
-    def trash(self, message_id: str) -> StoredMessage:
-        """`messages.trash`: TRASH on (and SPAM off); the other labels stay for `untrash`."""
-        return self.modify(message_id, add=(TRASH,))
-
-    def untrash(self, message_id: str) -> StoredMessage:
-        return self.modify(message_id, remove=(TRASH,))
-
-    def _change_labels(
-        self, message: StoredMessage, add: tuple[str, ...], remove: tuple[str, ...]
-    ) -> StoredMessage:
-        """Apply a label change (`apply_label_change`); one history record unless nothing changed."""
-        labels, added, removed = apply_label_change(message.label_ids, add, remove)
-        if not added and not removed:
-            return message
-        self._history_id += 1
-        changed = message.with_labels(labels, self._history_id)
-        self._messages.replace(changed)
-        self._history.append(
-            HistoryRecord(self._history_id, changed, labels_added=added, labels_removed=removed)
-        )
-        return changed
-
-    # ----------------------------------------------------------------------------------- deletion
-    def delete(self, message_id: str) -> None:
-        """`messages.delete`: gone for good (a messageDeleted record). KeyError for an unknown id."""
-        with self._lock:
-            self._delete(self._messages.by_id[message_id])
-            history_id = self._history_id
-        self._listeners.notify(history_id)
-
-    def batch_delete(self, message_ids: Iterable[str]) -> None:
-        """`messages.batchDelete`: unknown ids are skipped."""
-        ids = _batch_ids(message_ids)
-        with self._lock:
-            before = self._history_id
-            for message_id in ids:
-                if (message := self._messages.by_id.get(message_id)) is not None:
-                    self._delete(message)
-            history_id = self._history_id
-        if history_id != before:
-            self._listeners.notify(history_id)
-
-    def _delete(self, message: StoredMessage) -> None:
-        self._messages.remove(message)
-        self._history_id += 1
-        self._history.append(HistoryRecord(self._history_id, message, deleted=True))
-
     # ------------------------------------------------------------------------------------- labels
     def create_label(self, name: str, **options: Unpack[LabelOptions]) -> Label:
         """`labels.create` (see `Labels.create`); ValueError for a bad request, LabelConflict for a
         name in use."""
         with self._lock:
             return self.labels.create(name, **options)
-
-    def label_list(self) -> list[Label]:
-        with self._lock:
-            return self.labels.all()
-
-    def label_counts(self, label_id: str) -> dict[str, int]:
-        """messagesTotal, messagesUnread, threadsTotal, threadsUnread of one label (labels.get)."""
-        with self._lock:
-            return self._messages.label_counts(label_id)
 
     # ---------------------------------------------------------------------------------- listeners
     def add_change_listener(self, listener: ChangeListener) -> None:
@@ -328,66 +247,7 @@ class Mailbox:
     def remove_change_listener(self, listener: ChangeListener) -> None:
         self._listeners.remove(listener)
 
-    # ------------------------------------------------------------------------------------ queries
-    def get(self, message_id: str) -> StoredMessage | None:
-        return self._messages.by_id.get(message_id)
-
-    def __len__(self) -> int:
-        return len(self._messages)
-
-    @property
-    def history_id(self) -> int:
-        """The current (latest) historyId of the mailbox."""
-        return self._history_id
-
-    @property
-    def thread_count(self) -> int:
-        return self._messages.thread_count
-
-    @property
-    def oldest_retained_history_id(self) -> int:
-        return self._history.oldest_retained
-
-    def newest_first(self) -> list[StoredMessage]:
-        with self._lock:
-            return self._messages.newest_first()
-
-    def search(
-        self,
-        *,
-        after_ms: int | None = None,
-        before_ms: int | None = None,
-        label_ids: Iterable[str] = (),
-        cursor: tuple[int, int] | None = None,
-        excluded_label_ids: Iterable[str] = (),
-    ) -> tuple[list[StoredMessage], int]:
-        """Messages with after_ms <= internalDate < before_ms, carrying every one of `label_ids` and none
-        of `excluded_label_ids`, newest first, starting after `cursor` (the (internal_date_ms, sequence)
-        of the last message already returned). Returns (remaining matches, total matches for the query)."""
-        with self._lock:
-            return self._messages.search(after_ms, before_ms, label_ids, cursor, excluded_label_ids)
-
-    def history(
-        self,
-        start_history_id: int,
-        history_types: Iterable[str] | None = None,
-        label_id: str | None = None,
-    ) -> list[HistoryRecord]:
-        """Records after `start_history_id`, oldest first, of the given types (any when None) and
-        touching `label_id` (any when None). Raises KeyError if `start_history_id` is expired."""
-        types = set(history_types) if history_types else None
-        with self._lock:
-            records = self._history.since(start_history_id)
-        if types is not None:
-            records = [record for record in records if record.types & types]
-        if label_id is not None:
-            records = [record for record in records if record.touches_label(label_id)]
-        return records
-
-    def history_since(self, start_history_id: int) -> list[StoredMessage]:
-        """Messages added after `start_history_id`, oldest first (as added). KeyError if expired."""
-        return [record.message for record in self.history(start_history_id) if record.added]
-
+    # ---------------------------------------------------------------------------------- retention
     def expire_history_before(self, history_id: int) -> None:
         """Simulate Gmail dropping old history: startHistoryId < history_id now answers 404. Forks keep
         as many of their newest records as this mailbox does."""
@@ -404,13 +264,6 @@ class Mailbox:
             self._history.retention = records
             if records is not None:
                 self._history.expire_before(self._history_id - records)
-
-
-def _batch_ids(message_ids: Iterable[str]) -> list[str]:
-    ids = list(dict.fromkeys(message_ids))
-    if len(ids) > MAX_IDS_PER_BATCH:
-        raise ValueError(f"Too many ids: {len(ids)} (at most {MAX_IDS_PER_BATCH} per request)")
-    return ids
 
 
 def _message_id_for(raw: bytes, index: int) -> str:

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from google.cloud import firestore
 from pydantic import BaseModel
 
-from emailsync.firestore.repositories import (
-    PROVIDER_USERS,
+from emailsync.firestore.documents import PROVIDER_USERS
+from emailsync.firestore.users import (
     AppUserRepository,
     CredentialsRepository,
     FamilyRepository,

@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from emailsync.config import Settings, get_settings
 from emailsync.errors import describe_error
-from emailsync.firestore.repositories import SYNC_STATE, CredentialsRepository, ProviderUserRepository
+from emailsync.firestore.documents import SYNC_STATE
+from emailsync.firestore.users import CredentialsRepository, ProviderUserRepository
 from emailsync.gmail.watch import GmailWatchClient
 from emailsync.lifecycle.rules import automatic_sync_blocked
 from emailsync.push.pubsub import ensure_topic

@@ -11,13 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from pydantic import BaseModel, Field
-
 from emailsync.models import BackfillCursor, SyncWindow
+from emailsync.sync.batch import Batch
 from emailsync.sync.windows import first_probe_before, window_for_newest
 
 if TYPE_CHECKING:
-    from emailsync.gmail.client import MessagePage
+    from emailsync.gmail.types import MessagePage
 
 
 class MailboxLister(Protocol):
@@ -28,14 +27,6 @@ class MailboxLister(Protocol):
     ) -> MessagePage: ...
 
     def newest_message_before(self, before: datetime) -> datetime | None: ...
-
-
-class PlannedBatch(BaseModel):
-    ids: list[str] = Field(default_factory=list)
-    window: SyncWindow | None = None  # the window of the last page listed into this batch
-    cursor_after: BackfillCursor | None = None  # None: the walk is over once this batch is stored
-    list_calls: int = 0
-    jumps: int = 0  # newest_message_before calls
 
 
 def start_cursor(
@@ -52,29 +43,30 @@ def start_cursor(
 
 def plan_next_batch(
     lister: MailboxLister, cursor: BackfillCursor, *, batch_size: int, bound: datetime | None
-) -> PlannedBatch:
-    """List up to `batch_size` ids starting at `cursor`; the counts on the returned cursor are unchanged."""
-    plan = PlannedBatch()
+) -> Batch:
+    """The next batch: up to `batch_size` ids listed from `cursor`, and `cursor_after` (the counts on it
+    unchanged; None: the walk is over once this batch is stored)."""
+    batch = Batch()
     position: BackfillCursor | None = cursor
     seen: set[str] = set()
-    while position is not None and len(plan.ids) < batch_size:
+    while position is not None and len(batch.ids) < batch_size:
         window = SyncWindow(start=position.window_start, end=position.window_end)
         page = lister.list_messages(
             after=window.start,
             before=window.end,
             page_token=position.page_token,
-            max_results=batch_size - len(plan.ids),
+            max_results=batch_size - len(batch.ids),
         )
-        plan.list_calls += 1
-        plan.window = window
+        batch.list_calls += 1
+        batch.window = window
         for message_id in page.ids:
             if message_id not in seen:  # windows may touch at a boundary second
                 seen.add(message_id)
-                plan.ids.append(message_id)
+                batch.ids.append(message_id)
         if page.next_page_token:
             position = position.model_copy(update={"page_token": page.next_page_token})
             continue
-        plan.jumps += 1
+        batch.list_calls += 1  # newest_message_before: the jump over empty weeks
         next_window = window_for_newest(
             lister.newest_message_before(window.start), older_than=window.start, bound=bound
         )
@@ -85,5 +77,5 @@ def plan_next_batch(
                 update={"window_start": next_window.start, "window_end": next_window.end, "page_token": None}
             )
         )
-    plan.cursor_after = position
-    return plan
+    batch.cursor_after = position
+    return batch

@@ -25,8 +25,8 @@ from emailsync.sync.mirror import MirrorStep, StoredState, history_steps, in_bat
 from emailsync.sync.windows import lookback_bound
 
 if TYPE_CHECKING:
-    from emailsync.gmail.client import GmailProfile, HistoryChanges
-    from emailsync.sync.pipeline import Batch
+    from emailsync.gmail.types import GmailProfile, HistoryChanges
+    from emailsync.sync.batch import Batch
     from emailsync.sync.run import SyncRun
 
 

@@ -2,9 +2,10 @@
 
 It holds the sync id, the target user, the summary the flow returns, the per-user lease (acquire, take
 over an expired one or one whose process is gone and mark the dead sync's document, keep it alive with
-a heartbeat thread, release), the progress transitions
-(pending → in_progress → completed | failed) and the fetched batches waiting to be stored. `describe_error`
-is the one function that turns an exception into the human-readable `syncProgress.error`.
+a heartbeat thread, release), the progress transitions (pending → in_progress → completed | failed),
+the messages of fetched batches waiting to be stored, and what follows a stored batch: its progress
+write, the checkpoint (cursor + lease renewal) and its counts in the summary. `describe_error` is the
+one function that turns an exception into the human-readable `syncProgress.error`.
 
 Plain Python (no Prefect): the orchestration passes its logger and its progress view in.
 """
@@ -15,21 +16,22 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from emailsync.errors import describe_error
-from emailsync.models import SyncMode, SyncState, SyncTrigger
+from emailsync.errors import LeaseHeldError, describe_error
+from emailsync.models import BackfillCursor, SyncMode, SyncState, SyncTrigger
+from emailsync.sync.batch import Batch
 from emailsync.sync.lease import LeaseHeartbeat, holder_identity, holder_is_gone
-from emailsync.sync.pipeline import Batch, FetchedBatch, ProgressPoint
+from emailsync.sync.progress_math import monotone_percent, percent_complete
 from emailsync.sync.summary import SyncSummary
 
 if TYPE_CHECKING:
     from emailsync.firestore.progress import ProgressWriter
-    from emailsync.firestore.repositories import SyncStateRepository
+    from emailsync.firestore.sync_state import SyncStateRepository
+    from emailsync.gmail.types import GmailMessage
     from emailsync.sync.pipeline import SyncSession
 
 __all__ = ["LeaseAttempt", "ProgressView", "SyncRun", "describe_error"]
@@ -112,7 +114,7 @@ class SyncRun:
         self.last_batch_seconds = 0.0  # domain time of the batch stored last (for the overhead figure)
         self.session: SyncSession | None = None
         self._connect: Callable[[], SyncSession] | None = None
-        self._parked: dict[str, FetchedBatch] = {}
+        self._parked: dict[str, list[GmailMessage]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------ lease
@@ -284,36 +286,55 @@ class SyncRun:
     def resume_counts(self, emails_processed: int, batches: int) -> None:
         self.summary.emails_processed, self.summary.batches = emails_processed, batches
 
-    def progress_point(self) -> ProgressPoint:
-        """The counts before the next batch, which its progress and checkpoint are computed from."""
-        return ProgressPoint(
-            emails_processed=self.summary.emails_processed,
-            batches=self.summary.batches,
-            total_estimate=self.summary.emails_total_estimate,
-            percent=self.percent,
+    def park(self, batch: Batch, messages: list[GmailMessage]) -> Batch:
+        """Keep a fetched batch's messages until it is stored; what travels through Prefect is the batch."""
+        with self._lock:
+            self._parked[batch.key] = messages
+        return batch
+
+    def parked(self, batch: Batch) -> list[GmailMessage]:
+        with self._lock:
+            return self._parked[batch.key]
+
+    def checkpoint(self, cursor: BackfillCursor | None, *, history_id: str | None = None) -> None:
+        """Save where the backfill resumes (when given; `history_id`: where history does) and renew the
+        lease, in one conditional write. LeaseHeldError when another sync took the lease over."""
+        if not self.sync_state.checkpoint(
+            self.provider_user_id, self.sync_id, cursor, self.lease_timeout_seconds, history_id=history_id
+        ):
+            active = self.sync_state.get(self.provider_user_id).active_sync_id
+            raise LeaseHeldError(
+                f"sync {self.sync_id} lost its lease on provider user {self.provider_user_id} "
+                f"to sync {active} (presumed dead after {self.lease_timeout_seconds:g}s without renewal)"
+            )
+
+    def record(self, batch: Batch, cursor_after: BackfillCursor | None) -> None:
+        """After a stored batch: its progress, then the checkpoint (`cursor_after`, the plan's, with the
+        counts), then the batch counted in the summary and its messages dropped. Nothing is counted when
+        the checkpoint fails, so a batch stored again by a retry is counted once."""
+        assert batch.stored, "only a stored batch is recorded"
+        started = time.perf_counter()
+        summary = self.summary
+        processed, batches = summary.emails_processed + len(batch.ids), summary.batches + 1
+        total = summary.emails_total_estimate
+        percent = monotone_percent(self.percent, percent_complete(processed, total, batches))
+        self.progress.update(
+            self.sync_id,
+            percent,
+            emails_processed=processed,
+            emails_total_estimate=total,
+            batches=batches,
+            current_window=batch.window,
         )
-
-    def park(self, fetched: FetchedBatch) -> Batch:
-        """Keep a downloaded batch until it is stored; what travels through Prefect is the handle."""
-        key = uuid.uuid4().hex
-        with self._lock:
-            self._parked[key] = fetched
-        return Batch.of(key, fetched)
-
-    def parked(self, handle: Batch) -> FetchedBatch:
-        with self._lock:
-            return self._parked[handle.key]
-
-    def record(self, batch: Batch) -> None:
-        """Fold a stored batch into the summary and drop its messages."""
-        assert batch.progress is not None, "only a stored batch is recorded"
+        if cursor_after is not None:
+            cursor_after = cursor_after.model_copy(update={"emails_processed": processed, "batches": batches})
+        self.checkpoint(cursor_after, history_id=batch.history_id_after)
+        checkpoint_seconds = time.perf_counter() - started
         with self._lock:
             self._parked.pop(batch.key, None)
-        summary = self.summary
-        self.percent = batch.progress.percent
-        self.last_batch_seconds = batch.wall_seconds
-        summary.emails_processed = batch.progress.emails_processed
-        summary.batches = batch.progress.batches
+        self.percent = percent
+        self.last_batch_seconds = batch.wall_seconds + checkpoint_seconds
+        summary.emails_processed, summary.batches = processed, batches
         summary.emails_fetched += batch.emails_fetched
         summary.emails_stored += batch.emails_stored
         summary.emails_enriched += batch.emails_enriched
@@ -327,4 +348,4 @@ class SyncRun:
         timings.fetch_seconds += batch.fetch_seconds
         timings.parse_seconds += batch.parse_seconds
         timings.enrich_seconds += batch.enrich_seconds
-        timings.store_seconds += batch.store_seconds
+        timings.store_seconds += batch.store_seconds + checkpoint_seconds

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from emailsync.firestore.repositories import EmailRepository
+    from emailsync.firestore.emails import EmailRepository
     from emailsync.models import EmailRecord
 
 

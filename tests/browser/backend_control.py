@@ -17,7 +17,7 @@ from google.cloud import firestore
 from pydantic import BaseModel, ValidationError
 
 from emailsync.firestore.progress import ProgressWriter
-from emailsync.firestore.repositories import AppUserRepository, FamilyRepository
+from emailsync.firestore.users import AppUserRepository, FamilyRepository
 from emailsync.local.auth_emulator import AuthEmulator
 from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.models import AppUser, Family, SyncWindow

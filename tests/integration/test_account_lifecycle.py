@@ -16,12 +16,9 @@ import pytest
 from deployments.disconnect import DisconnectHandler
 from deployments.watcher import GmailConnectWatcher, InProcessLauncher
 from emailsync.errors import AuthorizationRevokedError, GmailDisconnectedError
-from emailsync.firestore.repositories import (
-    CredentialsRepository,
-    EmailRepository,
-    ProviderUserRepository,
-    SyncStateRepository,
-)
+from emailsync.firestore.emails import EmailRepository
+from emailsync.firestore.sync_state import SyncStateRepository
+from emailsync.firestore.users import CredentialsRepository, ProviderUserRepository
 from emailsync.local.seed import connect_gmail, disconnect_gmail, seed_account
 from emailsync.models import EmailRecord, SyncMode, SyncStatus
 from emailsync.sweep import Outcome, Reason

@@ -8,11 +8,12 @@ import pytest
 from google.cloud import firestore
 from typer.testing import CliRunner
 
-from emailsync.cli import EXIT_BAD_INPUT, app
+from emailsync.cli import app
+from emailsync.cli.console import EXIT_BAD_INPUT
 from emailsync.enrichment import get_enricher
 from emailsync.enrichment.base import EnrichmentInput
+from emailsync.firestore.emails import EmailRepository
 from emailsync.firestore.progress import ProgressWriter
-from emailsync.firestore.repositories import EmailRepository
 from emailsync.local.seed import seed_account
 from emailsync.models import EmailRecord, EnrichmentInfo, SyncMode, SyncTrigger
 

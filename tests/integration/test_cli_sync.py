@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 from emailsync.cli import app
 from emailsync.config import get_settings
-from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+from emailsync.firestore.emails import EmailRepository
+from emailsync.firestore.sync_state import SyncStateRepository
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 from emailsync.local.prefect_server import ServerInfo, SharedPrefectServer

@@ -26,8 +26,9 @@ from prefect.logging.configuration import setup_logging
 from emailsync.config import get_settings
 from emailsync.errors import AuthorizationRevokedError
 from emailsync.firestore.client import get_firestore_client, reset_clients
+from emailsync.firestore.emails import EmailRepository
 from emailsync.firestore.progress import ProgressWriter
-from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+from emailsync.firestore.sync_state import SyncStateRepository
 from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox

@@ -14,7 +14,8 @@ import pytest
 from emailsync.config import Settings
 from emailsync.errors import AuthorizationRevokedError, FatalError, HistoryExpiredError, RetriableError
 from emailsync.gmail import settings as gmail_settings
-from emailsync.gmail.client import GmailClient, classify_http_error
+from emailsync.gmail.client import GmailClient
+from emailsync.gmail.http_errors import classify_http_error
 from emailsync.gmail.pacing import TokenBucket
 from emailsync.gmail.settings import RetryPolicy
 from emailsync.local.gmail_server.server import GmailApiServer

@@ -17,7 +17,8 @@ from google.cloud import firestore, pubsub_v1
 
 from deployments.push import AddressBook, PushSyncRunner
 from emailsync.config import Settings, get_settings
-from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+from emailsync.firestore.emails import EmailRepository
+from emailsync.firestore.sync_state import SyncStateRepository
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.local.pubsub_emulator import PubSubEmulator

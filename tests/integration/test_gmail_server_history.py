@@ -17,7 +17,8 @@ from googleapiclient.discovery import Resource, build
 from googleapiclient.errors import HttpError
 from typer.testing import CliRunner
 
-from emailsync.cli import EXIT_BAD_INPUT, app
+from emailsync.cli import app
+from emailsync.cli.console import EXIT_BAD_INPUT
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 from emailsync.local.processes import free_port, stop_process_group

@@ -16,7 +16,8 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import Resource, build
 from typer.testing import CliRunner
 
-from emailsync.cli import EXIT_BAD_INPUT, app
+from emailsync.cli import app
+from emailsync.cli.console import EXIT_BAD_INPUT
 from emailsync.local.gmail_server.oauth import IssuedGrant
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox

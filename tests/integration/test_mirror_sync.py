@@ -10,7 +10,7 @@ import pytest
 from google.cloud import firestore
 
 from emailsync.config import get_settings
-from emailsync.firestore.repositories import EmailRepository
+from emailsync.firestore.emails import EmailRepository
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 from emailsync.local.seed import seed_account
@@ -179,7 +179,7 @@ def test_the_client_reads_every_history_record_type_and_lists_labels_without_a_m
 
 
 def test_last_history_id_only_ever_moves_forward(firestore_client):
-    from emailsync.firestore.repositories import SyncStateRepository
+    from emailsync.firestore.sync_state import SyncStateRepository
 
     states = SyncStateRepository(firestore_client)
     states.set_last_history_id(PROVIDER_USER, "500")

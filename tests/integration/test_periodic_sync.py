@@ -9,7 +9,8 @@ import pytest
 from google.cloud import firestore
 
 from emailsync.config import get_settings
-from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+from emailsync.firestore.emails import EmailRepository
+from emailsync.firestore.sync_state import SyncStateRepository
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.local.seed import seed_account

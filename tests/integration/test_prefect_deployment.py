@@ -17,7 +17,7 @@ from deployments.push import PushSyncRunner
 from deployments.serve import PrefectServerProcess
 from deployments.watcher import DeploymentLauncher, GmailConnectWatcher
 from emailsync.deployment_specs import EMAIL_SYNC_DEPLOYMENT
-from emailsync.firestore.repositories import EmailRepository
+from emailsync.firestore.emails import EmailRepository
 from emailsync.local.firestore_emulator import FirestoreEmulator
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox

@@ -31,7 +31,8 @@ from prefect.flow_engine import run_flow
 from prefect.states import AwaitingRetry
 
 from emailsync.config import get_settings
-from emailsync.firestore.repositories import CredentialsRepository, EmailRepository
+from emailsync.firestore.emails import EmailRepository
+from emailsync.firestore.users import CredentialsRepository
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 from emailsync.local.seed import SeededAccount, seed_account

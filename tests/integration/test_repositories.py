@@ -10,13 +10,10 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.vector import Vector
 
 from emailsync.errors import FatalError, LeaseHeldError
-from emailsync.firestore.repositories import (
-    MAX_BATCH_WRITES,
-    CredentialsRepository,
-    EmailRepository,
-    ProviderUserRepository,
-    SyncStateRepository,
-)
+from emailsync.firestore.emails import EmailRepository
+from emailsync.firestore.limits import MAX_BATCH_WRITES
+from emailsync.firestore.sync_state import SyncStateRepository
+from emailsync.firestore.users import CredentialsRepository, ProviderUserRepository
 from emailsync.models import (
     BackfillCursor,
     EmailRecord,

@@ -14,10 +14,11 @@ import pytest
 from google.cloud import firestore
 from typer.testing import CliRunner
 
-from emailsync.cli import EXIT_BAD_INPUT, app
+from emailsync.cli import app
+from emailsync.cli.console import EXIT_BAD_INPUT
 from emailsync.config import get_settings
+from emailsync.firestore.emails import EmailRepository
 from emailsync.firestore.progress import ProgressWriter
-from emailsync.firestore.repositories import EmailRepository
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.local.seed import seed_account

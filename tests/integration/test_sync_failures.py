@@ -12,7 +12,7 @@ from google.cloud import firestore
 from emailsync.config import get_settings
 from emailsync.errors import FatalError, ServiceUnreachableError
 from emailsync.firestore.client import reset_clients
-from emailsync.firestore.repositories import PROVIDER_CREDENTIALS
+from emailsync.firestore.documents import PROVIDER_CREDENTIALS
 from emailsync.local.processes import free_port
 from emailsync.local.seed import SeededAccount, seed_account
 from emailsync.models import SyncStatus

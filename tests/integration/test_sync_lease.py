@@ -11,7 +11,7 @@ import pytest
 from google.cloud import firestore
 
 from emailsync.firestore.progress import ProgressWriter
-from emailsync.firestore.repositories import SyncStateRepository
+from emailsync.firestore.sync_state import SyncStateRepository
 from emailsync.local.seed import SeededAccount, seed_account
 from emailsync.models import SyncStatus, SyncTrigger
 from emailsync.sync.lease import holder_identity

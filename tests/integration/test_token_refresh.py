@@ -17,7 +17,7 @@ from prefect.logging.configuration import setup_logging
 from prefect.logging.handlers import APILogHandler
 
 from emailsync.config import get_settings
-from emailsync.firestore.repositories import CredentialsRepository
+from emailsync.firestore.users import CredentialsRepository
 from emailsync.gmail.client import GmailClient
 from emailsync.models import ProviderCredentials, SyncMode, SyncStatus
 from tests.fixtures.accounts import (

@@ -19,7 +19,8 @@ from google.cloud import firestore
 
 from deployments.watcher import GmailConnectWatcher, InProcessLauncher
 from emailsync.config import get_settings
-from emailsync.firestore.repositories import EmailRepository, SyncStateRepository
+from emailsync.firestore.emails import EmailRepository
+from emailsync.firestore.sync_state import SyncStateRepository
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox, read_mbox
 from emailsync.local.seed import connect_gmail, disconnect_gmail, seed_account

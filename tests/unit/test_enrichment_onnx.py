@@ -234,7 +234,7 @@ def test_fp32_onnx_and_torch_vectors_are_compatible_but_other_models_are_not():
 
 
 def test_search_notes_results_embedded_by_an_incompatible_model_in_one_line():
-    from emailsync.cli import incompatible_models_note
+    from emailsync.cli.queries import incompatible_models_note
 
     def record(model: str) -> EmailRecord:
         return EmailRecord(message_id=model, app_user_id="u", enrichment=EnrichmentInfo(model=model))

@@ -14,10 +14,10 @@ from emailsync.errors import (
     RetriableError,
     describe_error,
 )
-from emailsync.gmail.client import GmailProfile, HistoryChange, HistoryChanges, HistoryPage
+from emailsync.gmail.types import GmailProfile, HistoryChange, HistoryChanges, HistoryPage
 from emailsync.models import BackfillCursor, SyncMode, SyncState, SyncTrigger, SyncWindow
+from emailsync.sync.batch import Batch
 from emailsync.sync.mirror import StoredState
-from emailsync.sync.pipeline import Batch, FetchedBatch, ProgressPoint
 from emailsync.sync.plan import BackfillPlan, IncrementalPlan, ReconcilePlan, choose_plan
 from emailsync.sync.run import SyncRun
 
@@ -34,6 +34,9 @@ class FakeProgress:
 
     def start(self, sync_id: str, mode: SyncMode, flow_run_id: str | None, total: int | None) -> None:
         self.calls.append(("start", sync_id, mode, total))
+
+    def update(self, sync_id: str, progress: float, **details: Any) -> None:
+        self.calls.append(("update", sync_id, progress, details))
 
     def complete(self, sync_id: str, **details: Any) -> None:
         self.calls.append(("complete", sync_id, details))
@@ -54,6 +57,7 @@ class FakeSyncState:
         self.state = state or SyncState()
         self.lease_free = lease_free
         self.released: list[str] = []
+        self.checkpoints: list[BackfillCursor | None] = []
 
     def get(self, provider_user_id: str) -> SyncState:
         return self.state
@@ -81,6 +85,18 @@ class FakeSyncState:
     def release_lease(self, provider_user_id: str, sync_id: str) -> bool:
         self.released.append(sync_id)
         return True
+
+    def checkpoint(
+        self,
+        provider_user_id: str,
+        sync_id: str,
+        cursor: BackfillCursor | None,
+        timeout: float,
+        *,
+        history_id: str | None = None,
+    ) -> bool:
+        self.checkpoints.append(cursor)
+        return self.state.active_sync_id == sync_id
 
 
 def make_run(sync_state: FakeSyncState | None = None) -> tuple[SyncRun, FakeProgress, FakeSyncState]:
@@ -154,26 +170,40 @@ def test_start_moves_the_run_to_in_progress_in_the_chosen_mode():
 
 
 def test_a_parked_batch_is_kept_until_recorded_and_counted_once():
-    run, _, _ = make_run()
-    handle = run.park(FetchedBatch(ids=["a", "b"], messages=["m"], already_enriched=1, window=WINDOW))
-    assert handle.emails_in_batch == 2 and handle.emails_fetched == 1
-    assert run.parked(handle).ids == ["a", "b"]
+    run, progress, sync_state = make_run()
+    held(run)
+    run.start(SyncMode.BACKFILL, 28)
+    fetched = Batch(ids=["a", "b"], emails_fetched=1, already_enriched=1, window=WINDOW)
+    handle = run.park(fetched, ["m"])  # type: ignore[list-item]
+    assert len(handle.ids) == 2 and handle.emails_fetched == 1
+    assert run.parked(handle) == ["m"]
     stored = handle.model_copy(
         update={
             "stored": True,
             "emails_stored": 1,
             "emails_enriched": 1,
             "tag_counts": {"news": 1},
-            "progress": ProgressPoint(emails_processed=2, batches=1, percent=7),
             "wall_seconds": 0.5,
         }
     )
-    run.record(stored)
+    run.record(stored, cursor(page_token="p2"))
     assert (run.summary.emails_processed, run.summary.batches, run.percent) == (2, 1, 7)
     assert run.summary.tag_counts == {"news": 1} and run.summary.current_window == WINDOW
-    assert run.progress_point().percent == 7
+    assert progress.calls[-1][:3] == ("update", "sync-b", 7)
+    assert sync_state.checkpoints == [cursor(page_token="p2", emails_processed=2, batches=1)]
     with pytest.raises(KeyError):
         run.parked(handle)
+
+
+def test_a_batch_whose_checkpoint_finds_the_lease_taken_over_fails_and_is_not_counted():
+    run, _, sync_state = make_run()
+    held(run)
+    handle = run.park(Batch(ids=["a"], window=WINDOW), [])
+    sync_state.state = sync_state.state.model_copy(update={"active_sync_id": "sync-c"})
+    with pytest.raises(LeaseHeldError, match="to sync sync-c"):
+        run.record(handle.model_copy(update={"stored": True}), None)
+    assert (run.summary.emails_processed, run.summary.batches) == (0, 0)
+    assert run.parked(handle) == []  # kept: a retry stores it again
 
 
 @pytest.mark.parametrize(
@@ -202,7 +232,7 @@ def cursor(**changes: Any) -> BackfillCursor:
 
 
 def handle(cursor_after: BackfillCursor | None = None) -> Batch:
-    return Batch(key="k", emails_in_batch=1, emails_fetched=1, already_enriched=0, cursor_after=cursor_after)
+    return Batch(key="k", ids=["a"], emails_fetched=1, already_enriched=0, cursor_after=cursor_after)
 
 
 def added(*ids: str, history_id: str = "1200") -> HistoryChanges:

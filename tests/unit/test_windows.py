@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from emailsync.gmail.client import MessagePage
+from emailsync.gmail.types import MessagePage
 from emailsync.models import BackfillCursor
 from emailsync.sync.backfill import plan_next_batch, start_cursor
 from emailsync.sync.progress_math import MAX_RUNNING_PERCENT, monotone_percent, percent_complete
