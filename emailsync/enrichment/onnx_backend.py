@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -73,6 +74,7 @@ class OnnxSentenceEncoder:
         self._session = None
         self._tokenizer = None
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     def load(self) -> OnnxSentenceEncoder:
         with self._lock:
@@ -80,8 +82,6 @@ class OnnxSentenceEncoder:
                 started = time.perf_counter()
                 self._tokenizer = self._load_tokenizer()
                 self._session = self._load_session()
-                if self.threads > 1:
-                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-encode")
                 logger.info("loaded %s in %.2f s", self.model_path.name, time.perf_counter() - started)
         return self
 
@@ -159,10 +159,20 @@ class OnnxSentenceEncoder:
         def run(indices: list[int]) -> tuple[list[int], np.ndarray]:
             return indices, self._embed([encodings[index].ids for index in indices])
 
-        pool = self._pool if self._pool is not None and len(batches) > 1 else None
+        pool = self._batch_pool() if len(batches) > 1 else None
         for indices, vectors in pool.map(run, batches) if pool else map(run, batches):
             out[indices] = vectors
         return out
+
+    def _batch_pool(self) -> ThreadPoolExecutor | None:
+        """The workers batches run on; a forked child makes its own (its parent's threads are gone)."""
+        if self.threads <= 1:
+            return None
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-encode")
+                self._pool_pid = os.getpid()
+            return self._pool
 
     def _embed(self, token_ids: list[list[int]]) -> np.ndarray:
         """One batch: pad, run the transformer, mean-pool under the mask, L2-normalise."""
