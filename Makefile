@@ -10,7 +10,11 @@ export DO_NOT_TRACK := 1
 
 .PHONY: setup demo test test-unit test-integration test-browser bench soak lint fmt clean web browser-deps deploy
 
+# The ONNX files of the default (onnx) enrichment backend, exported from the packaged weights: fp32 and
+# the default precision made from it. Checked on every setup (quick when up to date), so a checkout
+# whose default recipe changed gets its file without a reinstall.
 setup: $(STAMP)
+	$(PY) -m emailsync.enrichment.onnx_export
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,9 +22,6 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: the CPU wheel on this machine's disk (unpinned pulls GBs of CUDA packages)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# the ONNX files of the default (onnx) enrichment backend, exported once from the packaged weights:
-	# fp32, and the default int8mix quantised from it
-	$(PY) -m emailsync.enrichment.onnx_export
 	@touch $(STAMP)
 
 demo: setup web

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from emailsync.models import EmailContent
+if TYPE_CHECKING:  # only annotated: a process that only enriches need not build the storage models
+    from emailsync.models import EmailContent
 
 SUMMARY_MAX_CHARS = 300
 MAX_TAGS = 3

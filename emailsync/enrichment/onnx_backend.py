@@ -4,6 +4,10 @@ Tokenisation uses the packaged model's own `tokenizer.json` through `tokenizers`
 of the token vectors under the attention mask, then L2 normalisation, which is what the packaged
 sentence-transformers pipeline (Transformer -> Pooling(mean) -> Normalize) computes.
 
+Batches run concurrently on a pool of `threads` workers, each batch on one core (one ONNX Runtime
+thread), rather than every batch split across all cores: no per-operator barrier across cores, which
+on a shared machine stalls whenever one core is taken by another process.
+
 The ONNX file comes from `emailsync.enrichment.onnx_export` (run by `make setup`). A missing or corrupt
 file is rebuilt in a child process when torch is installed (so this process stays torch-free), else
 loading fails with the command to run; it never falls back to another backend silently.
@@ -13,10 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +73,8 @@ class OnnxSentenceEncoder:
         self._lock = threading.Lock()
         self._session = None
         self._tokenizer = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     def load(self) -> OnnxSentenceEncoder:
         with self._lock:
@@ -123,11 +131,12 @@ class OnnxSentenceEncoder:
         self._ensure_model_file()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.threads
+        # One thread per run: `encode` runs `threads` batches at once instead (see the module doc).
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Idle pool threads sleep instead of spinning: the enricher shares the cores with the Gmail
-        # download and the Firestore writes, and spinning threads take the CPU those need.
+        # No thread spins waiting for work: the enricher shares the cores with the Gmail download and
+        # the Firestore writes.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
@@ -137,30 +146,54 @@ class OnnxSentenceEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         self.load()
-        assert self._session is not None and self._tokenizer is not None
+        assert self._tokenizer is not None
         out = np.zeros((len(texts), EMBEDDING_DIMENSIONS), dtype=np.float32)
         encodings = self._tokenizer.encode_batch(texts)
+        lengths = [len(encoding.ids) for encoding in encodings]
         # Longest first by token count: texts of nearly equal length share a batch, so the model spends
-        # almost nothing on padding (sorting by characters, as sentence-transformers does, pads more).
-        order = sorted(range(len(texts)), key=lambda index: -len(encodings[index].ids))
-        for start in range(0, len(order), self.batch_size):
-            indices = order[start : start + self.batch_size]
-            width = max(len(encodings[index].ids) for index in indices)
-            input_ids = np.zeros((len(indices), width), dtype=np.int64)  # [PAD] is id 0
-            attention_mask = np.zeros((len(indices), width), dtype=np.int64)
-            for row, index in enumerate(indices):
-                ids = encodings[index].ids
-                input_ids[row, : len(ids)] = ids
-                attention_mask[row, : len(ids)] = 1
-            feeds = {
-                "input_ids": input_ids,
-                "attention_mask": attention_mask,
-                "token_type_ids": np.zeros_like(input_ids),
-            }
-            assert tuple(feeds) == INPUT_NAMES
-            [hidden] = self._session.run(None, feeds)
-            mask = attention_mask[..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-            out[indices] = pooled / np.clip(norms, 1e-12, None)
+        # almost nothing on padding (sorting by characters, as sentence-transformers does, pads more),
+        # and the pool's workers finish together, on the shortest batches.
+        order = sorted(range(len(texts)), key=lambda index: -lengths[index])
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+        def run(indices: list[int]) -> tuple[list[int], np.ndarray]:
+            return indices, self._embed([encodings[index].ids for index in indices])
+
+        pool = self._batch_pool() if len(batches) > 1 else None
+        for indices, vectors in pool.map(run, batches) if pool else map(run, batches):
+            out[indices] = vectors
         return out
+
+    def _batch_pool(self) -> ThreadPoolExecutor | None:
+        """The workers batches run on; a forked child makes its own (its parent's threads are gone)."""
+        if self.threads <= 1:
+            return None
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-encode")
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def _embed(self, token_ids: list[list[int]]) -> np.ndarray:
+        """One batch: pad, run the transformer, mean-pool under the mask, L2-normalise."""
+        assert self._session is not None
+        width = max(len(ids) for ids in token_ids)
+        input_ids = np.zeros((len(token_ids), width), dtype=np.int64)  # [PAD] is id 0
+        attention_mask = np.zeros((len(token_ids), width), dtype=np.int64)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": np.zeros_like(input_ids),
+        }
+        assert tuple(feeds) == INPUT_NAMES
+        [hidden] = self._session.run(None, feeds)
+        mask = attention_mask.astype(np.float32)
+        # (batch, 1, sequence) @ (batch, sequence, 384): the masked sum without a masked copy of `hidden`
+        pooled = np.matmul(mask[:, None, :], hidden)[:, 0, :] / np.clip(
+            mask.sum(axis=1, keepdims=True), 1e-9, None
+        )
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return pooled / np.clip(norms, 1e-12, None)

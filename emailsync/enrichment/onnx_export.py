@@ -100,6 +100,8 @@ def _publish(partial: Path, model_path: Path, precision: str, **recipe: object) 
         "sha256": file_sha256(partial),
     }
     os.replace(partial, model_path)
+    stat = model_path.stat()
+    manifest |= {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     manifest_path(model_path).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -152,6 +154,27 @@ def _export_fp32(model_path: Path) -> Path:
     return model_path
 
 
+def _same_bytes(model_path: Path, manifest: dict[str, object]) -> bool:
+    """The file's bytes are the published ones. Hashed again only when the file was written after it
+    was published (a copy, truncation or overwrite changes its size or modification time), which
+    spares every process start reading the whole file."""
+    stat = model_path.stat()
+    if manifest.get("size") == stat.st_size and manifest.get("mtime_ns") == stat.st_mtime_ns:
+        return True
+    if manifest.get("sha256") != file_sha256(model_path):
+        return False
+    # Same bytes, other file times (a copy, or a manifest from before the times were recorded): note
+    # them, so the next process start needs no hash. Best effort: a read-only cache is hashed each time.
+    recorded = manifest | {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    partial = manifest_path(model_path).with_name(f"{manifest_path(model_path).name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(json.dumps(recorded, indent=2) + "\n")
+        os.replace(partial, manifest_path(model_path))
+    except OSError:
+        partial.unlink(missing_ok=True)
+    return True
+
+
 def is_valid(model_path: Path) -> bool:
     """The file exists and is byte-for-byte the one its manifest describes (no partial or corrupt file)."""
     manifest_file = manifest_path(model_path)
@@ -161,7 +184,7 @@ def is_valid(model_path: Path) -> bool:
         manifest = json.loads(manifest_file.read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(manifest, dict) or manifest.get("sha256") != file_sha256(model_path):
+    if not isinstance(manifest, dict) or not _same_bytes(model_path, manifest):
         return False
     # A quantised file made with another recipe is stale, not corrupt: rebuilt all the same.
     return manifest.get("precision") != "int8mix" or manifest.get("fp32_nodes") == list(INT8MIX_FP32_NODES)

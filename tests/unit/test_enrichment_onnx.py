@@ -168,6 +168,49 @@ def test_corrupt_onnx_file_is_rebuilt_from_the_packaged_weights_before_use(model
     assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_model_file_overwritten_in_place_after_a_verified_start_is_found_corrupt(model_copy):
+    assert is_valid(model_copy)  # hashed once; later starts trust the recorded size and time
+    with model_copy.open("r+b") as handle:
+        handle.seek(1 << 20)
+        handle.write(b"\xff" * 64)
+
+    assert not is_valid(model_copy)
+
+
+def test_batches_encoded_side_by_side_give_the_same_vectors_as_one_batch_at_a_time(sample_texts):
+    texts = sample_texts[:60]
+
+    def encoder(threads: int) -> OnnxSentenceEncoder:
+        return OnnxSentenceEncoder(
+            max_seq_length=MAX_SEQ_LENGTH, batch_size=4, threads=threads, can_rebuild=False
+        )
+
+    side_by_side = encoder(2).encode(texts)
+    one_at_a_time = encoder(1).encode(texts)
+
+    np.testing.assert_allclose(side_by_side, one_at_a_time, atol=1e-6)
+
+
+def _encode_in_child(encoder: OnnxSentenceEncoder, texts: list[str], results) -> None:  # type: ignore[no-untyped-def]
+    results.put(encoder.encode(texts))
+
+
+def test_a_process_forked_after_encoding_encodes_with_its_own_workers(sample_texts):
+    import multiprocessing
+
+    texts = sample_texts[:12]
+    encoder = OnnxSentenceEncoder(max_seq_length=MAX_SEQ_LENGTH, batch_size=4, threads=2, can_rebuild=False)
+    in_parent = encoder.encode(texts)  # the parent's worker threads exist now; a fork does not copy them
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_encode_in_child, args=(encoder, texts, results))
+    child.start()
+    in_child = results.get(timeout=120)
+    child.join(timeout=30)
+
+    np.testing.assert_allclose(in_child, in_parent, atol=1e-6)
+
+
 def test_corrupt_onnx_file_without_torch_fails_with_one_line_naming_the_export_command(model_copy):
     model_copy.write_bytes(model_copy.read_bytes()[: 1 << 20])  # a truncated copy
 
