@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 import requests
-from google.oauth2.credentials import Credentials
-from googleapiclient.discovery import Resource, build
+from googleapiclient.discovery import Resource
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
 from emailsync.local.gmail_server.quota import QuotaExceeded, TokenBucket
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
+from tests.fixtures.gmail import gmail_api
 
 # every response a test gets from `gmail_server` must also keep Google's contract (discovery document)
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("gmail_server_keeps_contract")]
@@ -32,15 +32,7 @@ NEW_MESSAGE = (
 
 
 def gmail_service(server: GmailApiServer, token: str = TOKEN) -> Resource:
-    """Built exactly as emailsync's client builds it: static discovery, api_endpoint = server root."""
-    return build(
-        "gmail",
-        "v1",
-        credentials=Credentials(token=token),
-        static_discovery=True,
-        client_options={"api_endpoint": server.url},
-        cache_discovery=False,
-    )
+    return gmail_api(server, token)
 
 
 def batch_get(

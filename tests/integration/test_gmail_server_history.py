@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from google.oauth2.credentials import Credentials
-from googleapiclient.discovery import Resource, build
+from googleapiclient.discovery import Resource
 from googleapiclient.errors import HttpError
 from typer.testing import CliRunner
 
@@ -22,6 +21,7 @@ from emailsync.cli.console import EXIT_BAD_INPUT
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 from emailsync.local.processes import free_port, stop_process_group
+from tests.fixtures.gmail import gmail_api
 from tests.integration.test_gmail_server import NEW_MESSAGE, TOKEN, gmail_service
 
 pytestmark = pytest.mark.integration
@@ -251,14 +251,7 @@ def test_cli_history_retention_flag_serves_only_the_newest_records(tmp_path: Pat
     try:
         assert process.stdout is not None
         assert b"Local Gmail API server on" in process.stdout.readline()
-        service = build(
-            "gmail",
-            "v1",
-            credentials=Credentials(token="cli-user"),
-            static_discovery=True,
-            client_options={"api_endpoint": f"http://127.0.0.1:{port}/"},
-            cache_discovery=False,
-        )
+        service = gmail_api(f"http://127.0.0.1:{port}/", "cli-user")
         start = int(current_history_id(service))
         first = service.users().messages().list(userId="me", maxResults=4).execute()["messages"]
         for message in first:

@@ -13,7 +13,7 @@ import requests
 from google.auth.exceptions import RefreshError
 from google.auth.transport.requests import Request
 from google.oauth2.credentials import Credentials
-from googleapiclient.discovery import Resource, build
+from googleapiclient.discovery import Resource
 from typer.testing import CliRunner
 
 from emailsync.cli import app
@@ -21,6 +21,7 @@ from emailsync.cli.console import EXIT_BAD_INPUT
 from emailsync.local.gmail_server.oauth import IssuedGrant
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
+from tests.fixtures.gmail import gmail_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("gmail_server_keeps_contract")]
 
@@ -46,14 +47,7 @@ def refreshing_credentials(
 
 
 def gmail(server: GmailApiServer, credentials: Credentials) -> Resource:
-    return build(
-        "gmail",
-        "v1",
-        credentials=credentials,
-        static_discovery=True,
-        client_options={"api_endpoint": server.url},
-        cache_discovery=False,
-    )
+    return gmail_api(server, credentials)
 
 
 def profile(server: GmailApiServer, credentials: Credentials) -> dict[str, Any]:

@@ -15,14 +15,13 @@ from collections.abc import Callable
 import pytest
 import requests
 from google.cloud import pubsub_v1
-from google.oauth2.credentials import Credentials
-from googleapiclient.discovery import Resource, build
+from googleapiclient.discovery import Resource
 from googleapiclient.errors import HttpError
 
 from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 from emailsync.local.processes import free_port, stop_process_group
-from tests.fixtures.gmail import SAMPLE_MBOX
+from tests.fixtures.gmail import SAMPLE_MBOX, gmail_api
 from tests.fixtures.pubsub import PubSubTopic
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("gmail_server_keeps_contract")]
@@ -39,14 +38,7 @@ def new_message(number: int) -> bytes:
 
 
 def gmail(server: GmailApiServer, token: str = TOKEN) -> Resource:
-    return build(
-        "gmail",
-        "v1",
-        credentials=Credentials(token=token),
-        static_discovery=True,
-        client_options={"api_endpoint": server.url},
-        cache_discovery=False,
-    )
+    return gmail_api(server, token)
 
 
 def watch(server: GmailApiServer, topic: str, token: str = TOKEN) -> dict[str, str]:

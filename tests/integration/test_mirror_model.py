@@ -29,8 +29,6 @@ from typing import Any
 
 import pytest
 from google.cloud import firestore
-from google.oauth2.credentials import Credentials
-from googleapiclient.discovery import build
 
 from emailsync.config import get_settings
 from emailsync.enrichment import get_enricher
@@ -40,7 +38,7 @@ from emailsync.local.gmail_server.server import GmailApiServer
 from emailsync.local.mailbox import Mailbox
 from emailsync.local.seed import seed_account
 from tests.fakes.openai_server import OpenAICompatibleServer
-from tests.fixtures.gmail import REPO_ROOT
+from tests.fixtures.gmail import REPO_ROOT, gmail_api
 from tests.fixtures.prefect import PrefectTestServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.prefect]
@@ -95,14 +93,7 @@ class GmailUser:
     """One Gmail user driven through the server's Gmail API with google-api-python-client."""
 
     def __init__(self, server: GmailApiServer, token: str) -> None:
-        service = build(
-            "gmail",
-            "v1",
-            credentials=Credentials(token),
-            static_discovery=True,
-            cache_discovery=False,
-            client_options={"api_endpoint": server.url},
-        )
+        service = gmail_api(server, token)
         self.users = service.users()
         self.messages = self.users.messages()
 
