@@ -119,94 +119,80 @@ def _units(server: Any) -> int:
 
 
 def run() -> dict[str, Any]:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
     from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
-    from emailsync.firestore.client import get_firestore_client, reset_clients
-    from emailsync.local.firestore_emulator import FirestoreEmulator
+    from bench.services import firestore_and_prefect
     from emailsync.local.gmail_server.server import GmailApiServer
     from emailsync.local.mailbox import Mailbox, read_mbox
 
     raws = read_mbox(REPO_ROOT / "samples" / "sample.mbox")
     figures: dict[str, Any] = {"users": USERS, "changed_fraction": CHANGED_FRACTION}
-    saved = dict(os.environ)
     with (
-        FirestoreEmulator() as emulator,
-        prefect_test_harness(server_startup_timeout=120),
+        firestore_and_prefect(PROJECT) as (emulator, client),
         GmailApiServer(Mailbox.from_raw_messages(raws[:1])) as server,
     ):
-        try:
-            os.environ.update(emulator.environ(PROJECT))
-            reset_clients()
-            client = get_firestore_client(PROJECT)
-            seeded = time.perf_counter()
-            ids = _seed(client, server, raws)
-            figures["seed_seconds"] = round(time.perf_counter() - seeded, 1)
-            env = {
-                **os.environ,
-                **emulator.environ(PROJECT),
-                "PREFECT_API_URL": PREFECT_API_URL.value(),
-                "GMAIL_API_ENDPOINT": server.url,
-                "PYTHONPATH": str(REPO_ROOT),
-            }
+        seeded = time.perf_counter()
+        ids = _seed(client, server, raws)
+        figures["seed_seconds"] = round(time.perf_counter() - seeded, 1)
+        env = {
+            **os.environ,
+            **emulator.environ(PROJECT),
+            "PREFECT_API_URL": PREFECT_API_URL.value(),
+            "GMAIL_API_ENDPOINT": server.url,
+            "PYTHONPATH": str(REPO_ROOT),
+        }
 
-            server.reset_stats()
-            idle = _worker("sweep", env)
-            units = _units(server)
-            figures["all_idle"] = {
-                "sweep_wall_seconds": round(idle["sweep_wall_seconds"], 2),
-                "flow_wall_seconds": round(idle["flow_wall_seconds"], 2),
-                "worker_cpu_seconds": round(idle["cpu_seconds"], 2),
-                "cpu_seconds_per_idle_user": round(idle["cpu_seconds"] / USERS, 4),
-                "quota_units_per_idle_user": round(units / USERS, 2),
-                "gmail_calls": dict(server.stats.requests_by_method),
-                "counts": idle["counts"],
-                "worker_imported": idle["heavy_modules"],
-            }
+        server.reset_stats()
+        idle = _worker("sweep", env)
+        units = _units(server)
+        figures["all_idle"] = {
+            "sweep_wall_seconds": round(idle["sweep_wall_seconds"], 2),
+            "flow_wall_seconds": round(idle["flow_wall_seconds"], 2),
+            "worker_cpu_seconds": round(idle["cpu_seconds"], 2),
+            "cpu_seconds_per_idle_user": round(idle["cpu_seconds"] / USERS, 4),
+            "quota_units_per_idle_user": round(units / USERS, 2),
+            "gmail_calls": dict(server.stats.requests_by_method),
+            "counts": idle["counts"],
+            "worker_imported": idle["heavy_modules"],
+        }
 
-            changed = ids[:: int(1 / CHANGED_FRACTION)]
-            for n, user in enumerate(changed):
-                server.add_message(raws[(n + 7) % len(raws)], token=f"token-{user}")
-            server.reset_stats()
-            mixed = _worker("sweep", env)
-            idle_users = USERS - len(changed)
-            figures["two_percent_new_mail"] = {
-                "sweep_wall_seconds": round(mixed["sweep_wall_seconds"], 2),
-                "flow_wall_seconds_with_syncs": round(mixed["flow_wall_seconds"], 2),
-                "counts": mixed["counts"],
-                "sync_results": mixed["sync_results"],
-                "gmail_calls": dict(server.stats.requests_by_method),
-                "worker_imported": mixed["heavy_modules"],
-            }
+        changed = ids[:: int(1 / CHANGED_FRACTION)]
+        for n, user in enumerate(changed):
+            server.add_message(raws[(n + 7) % len(raws)], token=f"token-{user}")
+        server.reset_stats()
+        mixed = _worker("sweep", env)
+        idle_users = USERS - len(changed)
+        figures["two_percent_new_mail"] = {
+            "sweep_wall_seconds": round(mixed["sweep_wall_seconds"], 2),
+            "flow_wall_seconds_with_syncs": round(mixed["flow_wall_seconds"], 2),
+            "counts": mixed["counts"],
+            "sync_results": mixed["sync_results"],
+            "gmail_calls": dict(server.stats.requests_by_method),
+            "worker_imported": mixed["heavy_modules"],
+        }
 
-            sample = ids[1 : 1 + OLD_PATH_SAMPLE]  # idle users (the changed ones are ids[::50])
-            old = _worker("per-user", env, sample)
-            per_user_cpu = old["cpu_seconds"] / len(sample)
-            per_user_wall = old["wall_seconds"] / len(sample)
-            figures["todays_flow_run_per_user"] = {
-                "sample_users": len(sample),
-                "cpu_seconds_per_idle_user": round(per_user_cpu, 3),
-                "wall_seconds_per_idle_user": round(per_user_wall, 3),
-                "progress_documents_per_idle_user": 1,
-                "extrapolated_fleet_cpu_seconds": round(per_user_cpu * USERS, 1),
-                "extrapolated_fleet_wall_seconds": round(per_user_wall * USERS / OLD_PATH_CONCURRENCY, 1),
-                "idle_users_in_the_two_percent_run": idle_users,
-            }
-            sweep_cpu = figures["all_idle"]["cpu_seconds_per_idle_user"]
-            figures["cpu_per_idle_user_ratio_today_vs_sweep"] = (
-                round(per_user_cpu / sweep_cpu, 1) if sweep_cpu else None
-            )
-            figures["goals"] = {
-                "cpu_seconds_per_idle_user": "<= 0.05",
-                "quota_units_per_idle_user": "2",
-                "sweep_wall_seconds": "<= 60",
-            }
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            reset_clients()
+        sample = ids[1 : 1 + OLD_PATH_SAMPLE]  # idle users (the changed ones are ids[::50])
+        old = _worker("per-user", env, sample)
+        per_user_cpu = old["cpu_seconds"] / len(sample)
+        per_user_wall = old["wall_seconds"] / len(sample)
+        figures["todays_flow_run_per_user"] = {
+            "sample_users": len(sample),
+            "cpu_seconds_per_idle_user": round(per_user_cpu, 3),
+            "wall_seconds_per_idle_user": round(per_user_wall, 3),
+            "progress_documents_per_idle_user": 1,
+            "extrapolated_fleet_cpu_seconds": round(per_user_cpu * USERS, 1),
+            "extrapolated_fleet_wall_seconds": round(per_user_wall * USERS / OLD_PATH_CONCURRENCY, 1),
+            "idle_users_in_the_two_percent_run": idle_users,
+        }
+        sweep_cpu = figures["all_idle"]["cpu_seconds_per_idle_user"]
+        figures["cpu_per_idle_user_ratio_today_vs_sweep"] = (
+            round(per_user_cpu / sweep_cpu, 1) if sweep_cpu else None
+        )
+        figures["goals"] = {
+            "cpu_seconds_per_idle_user": "<= 0.05",
+            "quota_units_per_idle_user": "2",
+            "sweep_wall_seconds": "<= 60",
+        }
     return figures
 
 

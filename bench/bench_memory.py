@@ -47,58 +47,49 @@ def _loaded_only_rss_mb(environment: dict[str, str]) -> float:
 
 
 def run() -> dict[str, Any]:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    from emailsync.config import get_settings
-    from emailsync.firestore.client import get_firestore_client, reset_clients
-    from emailsync.local.firestore_emulator import FirestoreEmulator
-    from emailsync.local.seed import seed_account
+    from bench.services import firestore_and_prefect
 
     figures: dict[str, Any] = {
         "cores": len(os.sched_getaffinity(0)),
         "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
     }
-    saved_environment = dict(os.environ)
-    with FirestoreEmulator() as emulator, prefect_test_harness(server_startup_timeout=120):
-        os.environ.update(emulator.environ(PROJECT))
-        reset_clients()
-        client = get_firestore_client(PROJECT)
-        try:
-            prefect_api_url = PREFECT_API_URL.value()
-            base = {**os.environ, "PREFECT_API_URL": prefect_api_url}
-            figures["loaded_only_peak_rss_mb"] = _loaded_only_rss_mb(base)
-            memory: dict[str, Any] = {}
-            for label, replicas in (("small", REPLICAS_SMALL), ("large", REPLICAS_LARGE)):
-                account = seed_account(
-                    client,
-                    provider_user_id=f"pu-rss-{label}",
-                    family_id=f"family-{label}",
-                    token=f"rss-{label}",
-                )
-                with _gmail_server_process("own", None, replicas) as url:
-                    child = {
-                        **base,
-                        "GMAIL_API_ENDPOINT": url,
-                        "EMAILSYNC_QUOTA_UNITS_PER_SECOND": str(UNLIMITED_QUOTA),
-                    }
-                    memory[label] = _sync_subprocess(account.provider_user_id, child)
-                memory[label]["above_loaded_only_mb"] = round(
-                    memory[label]["peak_rss_mb"] - figures["loaded_only_peak_rss_mb"], 1
-                )
-            figures["memory"] = memory
-            figures["peak_rss_large_over_small"] = round(
-                memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"], 3
-            )
-            figures["messages_large_over_small"] = round(
-                memory["large"]["messages"] / memory["small"]["messages"], 2
-            )
-        finally:
-            os.environ.clear()
-            os.environ.update(saved_environment)
-            get_settings.cache_clear()
-            reset_clients()
+    with firestore_and_prefect(PROJECT) as (_, client):
+        figures |= _peak_rss_figures(client)
     figures["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
+    return figures
+
+
+def _peak_rss_figures(client: Any) -> dict[str, Any]:
+    """The loaded-only process and the two syncs, against the running emulator and Prefect API."""
+    from prefect.settings import PREFECT_API_URL
+
+    from emailsync.local.seed import seed_account
+
+    figures: dict[str, Any] = {}
+    prefect_api_url = PREFECT_API_URL.value()
+    base = {**os.environ, "PREFECT_API_URL": prefect_api_url}
+    figures["loaded_only_peak_rss_mb"] = _loaded_only_rss_mb(base)
+    memory: dict[str, Any] = {}
+    for label, replicas in (("small", REPLICAS_SMALL), ("large", REPLICAS_LARGE)):
+        account = seed_account(
+            client,
+            provider_user_id=f"pu-rss-{label}",
+            family_id=f"family-{label}",
+            token=f"rss-{label}",
+        )
+        with _gmail_server_process("own", None, replicas) as url:
+            child = {
+                **base,
+                "GMAIL_API_ENDPOINT": url,
+                "EMAILSYNC_QUOTA_UNITS_PER_SECOND": str(UNLIMITED_QUOTA),
+            }
+            memory[label] = _sync_subprocess(account.provider_user_id, child)
+        memory[label]["above_loaded_only_mb"] = round(
+            memory[label]["peak_rss_mb"] - figures["loaded_only_peak_rss_mb"], 1
+        )
+    figures["memory"] = memory
+    figures["peak_rss_large_over_small"] = round(
+        memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"], 3
+    )
+    figures["messages_large_over_small"] = round(memory["large"]["messages"] / memory["small"]["messages"], 2)
     return figures

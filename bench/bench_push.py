@@ -117,6 +117,7 @@ def run() -> dict[str, Any]:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from prefect.testing.utilities import prefect_test_harness
 
+    from bench.services import restored_environment
     from deployments.push import PushService, PushSyncRunner
     from emailsync.config import get_settings
     from emailsync.enrichment import get_enricher
@@ -130,9 +131,9 @@ def run() -> dict[str, Any]:
     from flows.email_sync import email_sync
 
     raws = read_mbox(REPO_ROOT / "samples" / "sample.mbox")
-    saved = dict(os.environ)
     figures: dict[str, Any] = {"inserts": INSERTS, "interval_seconds": list(INTERVAL_SECONDS)}
     with (
+        restored_environment(),
         FirestoreEmulator() as emulator,
         PubSubEmulator() as pubsub,
         prefect_test_harness(server_startup_timeout=120),
@@ -141,63 +142,55 @@ def run() -> dict[str, Any]:
         get_settings.cache_clear()
         reset_clients()
         with GmailApiServer(Mailbox.from_raw_messages(raws[:1])) as server:
-            try:
-                os.environ["GMAIL_API_ENDPOINT"] = server.url
-                get_settings.cache_clear()
-                client = get_firestore_client(PROJECT)
-                server.add_mailbox(TOKEN, Mailbox.from_raw_messages(raws[:30], email_address=ADDRESS))
-                seed_account(client, provider_user_id=USER, email=ADDRESS, token=TOKEN, gmail_active=True)
-                get_enricher().embed_query("warm-up")  # a running watcher has its model loaded
-                email_sync(USER, trigger="connect")
-                target = PushTarget(
-                    topic=f"projects/{PROJECT}/topics/gmail",
-                    subscription=f"projects/{PROJECT}/subscriptions/gmail",
-                )
-                service = PushService(
-                    target, client, runner=PushSyncRunner(client), renew_on_start=False
-                ).start()
-                service.watches.register(USER)
-                assert service.listener.connected(30), "the push listener did not connect"
-                watcher = Watcher(client).start()
-                rng = random.Random(11)
-                started = time.perf_counter()
-                for n in range(INSERTS):
-                    time.sleep(rng.uniform(*INTERVAL_SECONDS))
-                    since = time.perf_counter()
-                    watcher.expect(_insert(server, _raw(n)), "enriched", since)
-                watcher.drain(REFLECT_TIMEOUT_SECONDS)
-                figures["insert_to_enriched_seconds"] = _percentiles(watcher.latencies["enriched"])
-                figures["inserts_reflected"] = len(watcher.latencies["enriched"])
-                figures["push_syncs"] = service.coalescer.runs(USER)
-                figures["notifications_received"] = service.listener.received
-                figures["wall_seconds"] = round(time.perf_counter() - started, 1)
+            os.environ["GMAIL_API_ENDPOINT"] = server.url
+            get_settings.cache_clear()
+            client = get_firestore_client(PROJECT)
+            server.add_mailbox(TOKEN, Mailbox.from_raw_messages(raws[:30], email_address=ADDRESS))
+            seed_account(client, provider_user_id=USER, email=ADDRESS, token=TOKEN, gmail_active=True)
+            get_enricher().embed_query("warm-up")  # a running watcher has its model loaded
+            email_sync(USER, trigger="connect")
+            target = PushTarget(
+                topic=f"projects/{PROJECT}/topics/gmail",
+                subscription=f"projects/{PROJECT}/subscriptions/gmail",
+            )
+            service = PushService(target, client, runner=PushSyncRunner(client), renew_on_start=False).start()
+            service.watches.register(USER)
+            assert service.listener.connected(30), "the push listener did not connect"
+            watcher = Watcher(client).start()
+            rng = random.Random(11)
+            started = time.perf_counter()
+            for n in range(INSERTS):
+                time.sleep(rng.uniform(*INTERVAL_SECONDS))
+                since = time.perf_counter()
+                watcher.expect(_insert(server, _raw(n)), "enriched", since)
+            watcher.drain(REFLECT_TIMEOUT_SECONDS)
+            figures["insert_to_enriched_seconds"] = _percentiles(watcher.latencies["enriched"])
+            figures["inserts_reflected"] = len(watcher.latencies["enriched"])
+            figures["push_syncs"] = service.coalescer.runs(USER)
+            figures["notifications_received"] = service.listener.received
+            figures["wall_seconds"] = round(time.perf_counter() - started, 1)
 
-                labels = Watcher(client).start()
-                ids = [m.id for m in server.mailbox_for(TOKEN).newest_first()[:LABEL_CHANGES]]
-                applied = 0
-                for message_id in ids:
-                    time.sleep(rng.uniform(*INTERVAL_SECONDS))
-                    since = time.perf_counter()
-                    if _modify(server, message_id):
-                        applied += 1
-                        labels.expect(message_id, "starred", since)
-                labels.drain(REFLECT_TIMEOUT_SECONDS if applied else 0)
-                if not applied:
-                    figures["label_change_to_reflected_seconds"] = (
-                        "not measured: no messages.modify on this server"
-                    )
-                elif not labels.latencies["starred"]:
-                    figures["label_change_to_reflected_seconds"] = (
-                        "not measured: the sync does not apply label changes yet (mirror-sync)"
-                    )
-                else:
-                    figures["label_change_to_reflected_seconds"] = _percentiles(labels.latencies["starred"])
-                    figures["label_changes_reflected"] = f"{len(labels.latencies['starred'])}/{applied}"
-                service.stop()
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
-                get_settings.cache_clear()
-                reset_clients()
+            labels = Watcher(client).start()
+            ids = [m.id for m in server.mailbox_for(TOKEN).newest_first()[:LABEL_CHANGES]]
+            applied = 0
+            for message_id in ids:
+                time.sleep(rng.uniform(*INTERVAL_SECONDS))
+                since = time.perf_counter()
+                if _modify(server, message_id):
+                    applied += 1
+                    labels.expect(message_id, "starred", since)
+            labels.drain(REFLECT_TIMEOUT_SECONDS if applied else 0)
+            if not applied:
+                figures["label_change_to_reflected_seconds"] = (
+                    "not measured: no messages.modify on this server"
+                )
+            elif not labels.latencies["starred"]:
+                figures["label_change_to_reflected_seconds"] = (
+                    "not measured: the sync does not apply label changes yet (mirror-sync)"
+                )
+            else:
+                figures["label_change_to_reflected_seconds"] = _percentiles(labels.latencies["starred"])
+                figures["label_changes_reflected"] = f"{len(labels.latencies['starred'])}/{applied}"
+            service.stop()
     figures["goal"] = "insert → stored and enriched p95 <= 5 s"
     return figures

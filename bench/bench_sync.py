@@ -350,14 +350,8 @@ def _sync_subprocess(provider_user_id: str, environment: dict[str, str]) -> dict
 
 
 def run() -> dict[str, Any]:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    from prefect.testing.utilities import prefect_test_harness
-
-    from emailsync.config import get_settings
+    from bench.services import firestore_and_prefect
     from emailsync.enrichment import get_enricher
-    from emailsync.firestore.client import get_firestore_client, reset_clients
-    from emailsync.local.firestore_emulator import FirestoreEmulator
 
     source = "corpus" if CORPUS_DIR.is_dir() and any(CORPUS_DIR.glob("*.mbox")) else "sample"
     figures: dict[str, Any] = {
@@ -367,56 +361,45 @@ def run() -> dict[str, Any]:
         "cores": len(os.sched_getaffinity(0)),
         "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
     }
-    saved_environment = dict(os.environ)
-    with FirestoreEmulator() as emulator, prefect_test_harness(server_startup_timeout=120):
-        os.environ.update(emulator.environ(PROJECT))
-        reset_clients()
-        client = get_firestore_client(PROJECT)
-        try:
-            # A worker keeps the model loaded between syncs; load it before the clock starts.
-            load_started = time.perf_counter()
-            get_enricher().embed_query("warm-up")
-            figures["model_load_seconds"] = round(time.perf_counter() - load_started, 1)
+    with firestore_and_prefect(PROJECT) as (_, client):
+        # A worker keeps the model loaded between syncs; load it before the clock starts.
+        load_started = time.perf_counter()
+        get_enricher().embed_query("warm-up")
+        figures["model_load_seconds"] = round(time.perf_counter() - load_started, 1)
 
-            # No quota at all: how fast this process stores a backfill when only its own CPU limits it.
-            off = _quota_run(client, "off", "dense", None)
-            figures["quota_off"] = off
-            figures["quota_off_messages_per_second"] = off["messages_per_second"]
-            figures["quota_off_ratio_to_goal"] = round(
-                off["messages_per_second"] / QUOTA_OFF_GOAL_MESSAGES_PER_SECOND, 3
-            )
-            figures["concurrent_users"] = _concurrent_run(client, CONCURRENT_USERS, QUOTA_UNITS_PER_SECOND)
-            figures["concurrent_users_ratio_to_ceiling"] = figures["concurrent_users"][
-                "aggregate_ratio_to_ceiling"
-            ]
+        # No quota at all: how fast this process stores a backfill when only its own CPU limits it.
+        off = _quota_run(client, "off", "dense", None)
+        figures["quota_off"] = off
+        figures["quota_off_messages_per_second"] = off["messages_per_second"]
+        figures["quota_off_ratio_to_goal"] = round(
+            off["messages_per_second"] / QUOTA_OFF_GOAL_MESSAGES_PER_SECOND, 3
+        )
+        figures["concurrent_users"] = _concurrent_run(client, CONCURRENT_USERS, QUOTA_UNITS_PER_SECOND)
+        figures["concurrent_users_ratio_to_ceiling"] = figures["concurrent_users"][
+            "aggregate_ratio_to_ceiling"
+        ]
 
-            for dating in ("dense", "corpus"):
-                figures[f"quota_{dating}"] = _quota_run(client, dating, dating, QUOTA_UNITS_PER_SECOND)
-            figures["quota_dense_3k"] = _quota_run(
-                client, "dense-3k", "dense", QUOTA_UNITS_PER_SECOND, replicas=REPLICAS_STEADY
-            )
+        for dating in ("dense", "corpus"):
+            figures[f"quota_{dating}"] = _quota_run(client, dating, dating, QUOTA_UNITS_PER_SECOND)
+        figures["quota_dense_3k"] = _quota_run(
+            client, "dense-3k", "dense", QUOTA_UNITS_PER_SECOND, replicas=REPLICAS_STEADY
+        )
 
-            # The same pipeline at a quota the CPU can keep up with: how close downloads run to the quota
-            # when enrichment is not the bottleneck (same messages, dense dating).
-            low = _quota_run(client, "low", "dense", LOW_QUOTA_UNITS_PER_SECOND)
-            figures["quota_low"] = low
-            figures["ratio_to_ceiling_when_quota_bound"] = low["ratio_to_ceiling"]
+        # The same pipeline at a quota the CPU can keep up with: how close downloads run to the quota
+        # when enrichment is not the bottleneck (same messages, dense dating).
+        low = _quota_run(client, "low", "dense", LOW_QUOTA_UNITS_PER_SECOND)
+        figures["quota_low"] = low
+        figures["ratio_to_ceiling_when_quota_bound"] = low["ratio_to_ceiling"]
 
-            dense = figures["quota_dense"]
-            figures["end_to_end_ratio_to_ceiling"] = dense["ratio_to_ceiling"]
-            figures["steady_state_ratio_to_ceiling"] = dense["steady_state_ratio_to_ceiling"]
-            figures["end_to_end_ratio_to_ceiling_3k"] = figures["quota_dense_3k"]["ratio_to_ceiling"]
-            figures["steady_state_ratio_to_ceiling_3k"] = figures["quota_dense_3k"][
-                "steady_state_ratio_to_ceiling"
-            ]
-            figures["prefect_overhead_ratio"] = dense["prefect_overhead_ratio"]
-            figures["enrichment_messages_per_second_in_flow"] = dense["enrichment_messages_per_second"]
-
-        finally:
-            os.environ.clear()
-            os.environ.update(saved_environment)
-            get_settings.cache_clear()
-            reset_clients()
+        dense = figures["quota_dense"]
+        figures["end_to_end_ratio_to_ceiling"] = dense["ratio_to_ceiling"]
+        figures["steady_state_ratio_to_ceiling"] = dense["steady_state_ratio_to_ceiling"]
+        figures["end_to_end_ratio_to_ceiling_3k"] = figures["quota_dense_3k"]["ratio_to_ceiling"]
+        figures["steady_state_ratio_to_ceiling_3k"] = figures["quota_dense_3k"][
+            "steady_state_ratio_to_ceiling"
+        ]
+        figures["prefect_overhead_ratio"] = dense["prefect_overhead_ratio"]
+        figures["enrichment_messages_per_second_in_flow"] = dense["enrichment_messages_per_second"]
     figures["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     figures["goals"] = {
         "quota_off_messages_per_second": f">= {QUOTA_OFF_GOAL_MESSAGES_PER_SECOND:g}",
