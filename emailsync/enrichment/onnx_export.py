@@ -12,6 +12,7 @@ recognised and rebuilt instead of being used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -100,9 +101,21 @@ def _publish(partial: Path, model_path: Path, precision: str, **recipe: object) 
         "sha256": file_sha256(partial),
     }
     os.replace(partial, model_path)
-    stat = model_path.stat()
-    manifest |= {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    manifest_path(model_path).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_manifest(model_path, manifest, model_path.stat())
+
+
+def _write_manifest(model_path: Path, manifest: dict[str, object], stat: os.stat_result) -> None:
+    """`manifest` with the size and modification time of the verified file (`stat`), written whole or not
+    at all (a temporary file, then a rename): a process starting meanwhile never reads half a manifest
+    and takes a good model for a corrupt one."""
+    recorded = manifest | {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    target = manifest_path(model_path)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(json.dumps(recorded, indent=2) + "\n")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _export_fp32(model_path: Path) -> Path:
@@ -165,13 +178,8 @@ def _same_bytes(model_path: Path, manifest: dict[str, object]) -> bool:
         return False
     # Same bytes, other file times (a copy, or a manifest from before the times were recorded): note
     # them, so the next process start needs no hash. Best effort: a read-only cache is hashed each time.
-    recorded = manifest | {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    partial = manifest_path(model_path).with_name(f"{manifest_path(model_path).name}.{os.getpid()}.tmp")
-    try:
-        partial.write_text(json.dumps(recorded, indent=2) + "\n")
-        os.replace(partial, manifest_path(model_path))
-    except OSError:
-        partial.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        _write_manifest(model_path, manifest, stat)
     return True
 
 
